@@ -1,0 +1,149 @@
+"""The tables: batches of submitted documents, the models that explained them, and the
+explanations themselves. The schema is created by the Alembic migrations in
+``db/migrations``; these classes must stay in step with them."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+        datetime: DateTime(timezone=True),
+    }
+
+
+class Status(enum.StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Status.DONE, Status.FAILED)
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(Text, doc="Model spec as submitted: a name or a path.")
+    methods: Mapped[list[Any]] = mapped_column(doc="Attribution methods to run, e.g. ['lig'].")
+    params: Mapped[dict[str, Any]] = mapped_column(doc="Method parameters, e.g. n_steps.")
+    submitted: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    documents: Mapped[list[Document]] = relationship(back_populates="batch")
+    rejections: Mapped[list[Rejection]] = relationship(back_populates="batch")
+
+
+class Rejection(Base):
+    """An input line the producer refused, with where and why."""
+
+    __tablename__ = "rejections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), index=True)
+    line: Mapped[int] = mapped_column(Integer)
+    field: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+
+    batch: Mapped[Batch] = relationship(back_populates="rejections")
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "external_id", name="uq_documents_batch_external_id"),
+        Index("ix_documents_batch_status", "batch_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(String(512), doc="The user's id for the document.")
+    line: Mapped[int] = mapped_column(Integer, doc="Line of the input file it came from.")
+    text: Mapped[str] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[Status] = mapped_column(
+        Enum(Status, native_enum=False, length=16), default=Status.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    batch: Mapped[Batch] = relationship(back_populates="documents")
+    explanations: Mapped[list[Explanation]] = relationship(back_populates="document")
+
+
+class Model(Base):
+    """A classifier as it was on disk when it explained something."""
+
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("name", "sha256", name="uq_models_name_sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64), doc="SHA-256 over the weight files.")
+    labels: Mapped[list[Any]] = mapped_column(doc="Label names by class index.")
+    info: Mapped[dict[str, Any]] = mapped_column(default=dict, doc="Architecture, versions.")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Explanation(Base):
+    """One method's attribution of one document by one model, with its provenance."""
+
+    __tablename__ = "explanations"
+    __table_args__ = (
+        UniqueConstraint(
+            "document_id", "model_id", "method", "params_key", name="uq_explanations_identity"
+        ),
+        Index("ix_explanations_label", "label"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    method: Mapped[str] = mapped_column(String(64))
+    params_key: Mapped[str] = mapped_column(String(64), doc="Hash of the canonical params.")
+    params: Mapped[dict[str, Any]] = mapped_column()
+    label: Mapped[str] = mapped_column(String(200))
+    confidence: Mapped[float] = mapped_column(Float, doc="Probability of the predicted label.")
+    probabilities: Mapped[dict[str, Any]] = mapped_column()
+    tokens: Mapped[list[Any]] = mapped_column()
+    attributions: Mapped[list[Any]] = mapped_column()
+    convergence_delta: Mapped[float | None] = mapped_column(Float)
+    truncated: Mapped[bool] = mapped_column(default=False)
+    worker: Mapped[str] = mapped_column(String(255))
+    device: Mapped[str] = mapped_column(String(64))
+    timings: Mapped[dict[str, Any]] = mapped_column(default=dict, doc="Seconds per stage.")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    document: Mapped[Document] = relationship(back_populates="explanations")
+    model: Mapped[Model] = relationship()

@@ -1,0 +1,182 @@
+"""The writes of the pipeline: registering batches, claiming documents, saving results.
+
+Every write that a redelivered task may repeat is idempotent: explanations are inserted
+with ON CONFLICT DO NOTHING on their identity (document x model x method x params).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from db.models import Batch, Document, Explanation, Model, Rejection, Status, utcnow
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    external_id: str
+    line: int
+    text: str
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RejectedLine:
+    line: int
+    field: str | None
+    reason: str
+
+
+def params_key(method: str, params: dict[str, Any]) -> str:
+    """A stable hash of what makes an explanation what it is."""
+    canonical = json.dumps({"method": method, **params}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def create_batch(
+    session: Session,
+    *,
+    source: str,
+    model: str,
+    methods: Sequence[str],
+    params: dict[str, Any],
+    documents: Sequence[NewDocument],
+    rejections: Sequence[RejectedLine],
+) -> tuple[str, list[tuple[int, int]]]:
+    """Registers the batch and its documents as PENDING; returns the batch id and
+    (document id, text length) pairs for enqueueing."""
+    batch = Batch(
+        id=str(uuid.uuid4()),
+        source=source,
+        model=model,
+        methods=list(methods),
+        params=params,
+        submitted=len(documents),
+        rejected=len(rejections),
+    )
+    session.add(batch)
+    session.add_all(
+        Rejection(batch_id=batch.id, line=r.line, field=r.field, reason=r.reason)
+        for r in rejections
+    )
+    rows = [
+        Document(
+            batch_id=batch.id, external_id=d.external_id, line=d.line, text=d.text, meta=d.meta
+        )
+        for d in documents
+    ]
+    session.add_all(rows)
+    session.flush()
+    return batch.id, [(row.id, len(row.text)) for row in rows]
+
+
+def claim(session: Session, document_ids: Iterable[int], max_attempts: int) -> list[Document]:
+    """Marks the chunk's unfinished documents RUNNING and counts the attempt.
+
+    A document that already used up its attempts (its worker kept dying) is FAILED
+    here instead of being run again, so a poison document cannot loop forever.
+    """
+    docs = session.scalars(
+        select(Document)
+        .where(Document.id.in_(list(document_ids)))
+        .where(Document.status.in_([Status.PENDING, Status.RUNNING]))
+        .order_by(Document.id)
+        .with_for_update()
+    ).all()
+    runnable = []
+    for doc in docs:
+        if doc.attempts >= max_attempts:
+            doc.status = Status.FAILED
+            doc.error = f"gave up after {doc.attempts} attempts (EXPLAINQ_MAX_ATTEMPTS)"
+            continue
+        doc.status = Status.RUNNING
+        doc.attempts += 1
+        runnable.append(doc)
+    return runnable
+
+
+def register_model(
+    session: Session, *, name: str, path: str, sha256: str, labels: list[str], info: dict[str, Any]
+) -> int:
+    insert = _insert(session)
+    statement = insert(Model).values(
+        name=name, path=path, sha256=sha256, labels=labels, info=info, created_at=utcnow()
+    )
+    session.execute(statement.on_conflict_do_nothing(index_elements=["name", "sha256"]))
+    return session.scalar(select(Model.id).where(Model.name == name, Model.sha256 == sha256))
+
+
+def save_explanations(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Inserts explanation rows, skipping any that already exist; returns how many were new."""
+    if not rows:
+        return 0
+    insert = _insert(session)
+    stamped = [{"created_at": utcnow(), **row} for row in rows]
+    result = session.execute(
+        insert(Explanation)
+        .values(stamped)
+        .on_conflict_do_nothing(index_elements=["document_id", "model_id", "method", "params_key"])
+    )
+    return result.rowcount or 0
+
+
+def finish(session: Session, document_ids: Iterable[int]) -> None:
+    session.execute(
+        update(Document)
+        .where(Document.id.in_(list(document_ids)))
+        .values(status=Status.DONE, error=None, updated_at=utcnow())
+    )
+
+
+def fail(session: Session, document_id: int, error: str) -> None:
+    session.execute(
+        update(Document)
+        .where(Document.id == document_id)
+        .values(status=Status.FAILED, error=error[:10_000], updated_at=utcnow())
+    )
+
+
+def status_counts(session: Session, batch_id: str) -> dict[Status, int]:
+    counts = dict.fromkeys(Status, 0)
+    rows = session.execute(
+        select(Document.status, func.count())
+        .where(Document.batch_id == batch_id)
+        .group_by(Document.status)
+    )
+    for status, count in rows:
+        counts[Status(status)] = count
+    return counts
+
+
+def _insert(session: Session):
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert
+    if dialect == "sqlite":
+        return sqlite.insert
+    raise NotImplementedError(f"idempotent inserts are not implemented for {dialect}")
+
+
+def unfinished(
+    session: Session, batch_id: str | None, older_than: float
+) -> list[tuple[str, int, int]]:
+    """(batch id, document id, text length) of documents still PENDING or RUNNING whose
+    last change is more than ``older_than`` seconds ago."""
+    cutoff = utcnow() - timedelta(seconds=older_than)
+    query = (
+        select(Document.batch_id, Document.id, func.length(Document.text))
+        .where(Document.status.in_([Status.PENDING, Status.RUNNING]))
+        .where(Document.updated_at <= cutoff)
+    )
+    if batch_id:
+        query = query.where(Document.batch_id == batch_id)
+    return [tuple(row) for row in session.execute(query)]

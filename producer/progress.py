@@ -1,0 +1,63 @@
+"""Waiting for a batch to finish, with a progress bar on a terminal."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from db.engine import session_scope
+from db.models import Status
+from db.store import status_counts
+
+
+class WaitTimeout(Exception):
+    pass
+
+
+def counts(url: str, batch_id: str) -> dict[Status, int]:
+    with session_scope(url) as session:
+        return status_counts(session, batch_id)
+
+
+def wait(
+    url: str,
+    batch_id: str,
+    *,
+    console: Console | None = None,
+    poll: float = 0.5,
+    timeout: float | None = None,
+) -> dict[Status, int]:
+    """Polls the database (the source of truth) until every document is terminal."""
+    console = console or Console(stderr=True)
+    deadline = time.monotonic() + timeout if timeout else None
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "[green]done {task.fields[done]}[/] [red]failed {task.fields[failed]}[/]"
+            " pending {task.fields[pending]}"
+        ),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        current = counts(url, batch_id)
+        total = sum(current.values())
+        task = progress.add_task("explaining", total=total, done=0, failed=0, pending=total)
+        while True:
+            current = counts(url, batch_id)
+            finished = current[Status.DONE] + current[Status.FAILED]
+            progress.update(
+                task,
+                completed=finished,
+                done=current[Status.DONE],
+                failed=current[Status.FAILED],
+                pending=total - finished,
+            )
+            if finished >= total:
+                return current
+            if deadline and time.monotonic() > deadline:
+                raise WaitTimeout(f"batch {batch_id}: {total - finished} documents unfinished")
+            time.sleep(poll)

@@ -1,0 +1,74 @@
+"""Registering a batch in the database and sending its chunks to the workers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from db.engine import session_scope
+from db.settings import EXPLAIN_TASK, Settings
+from db.store import NewDocument, RejectedLine, create_batch
+from producer.readers import Record, Rejected, read_documents
+
+
+@dataclass(frozen=True)
+class Submission:
+    batch_id: str
+    accepted: int
+    rejected: list[Rejected]
+    chunks: int
+
+
+def broker_app(settings: Settings) -> Celery:
+    """A Celery app that only sends: same settings as the workers, none of their code."""
+    app = Celery("explainq-producer")
+    app.conf.update(settings.celery_config())
+    return app
+
+
+def submit(
+    path: Path,
+    settings: Settings,
+    *,
+    model: str | None = None,
+    methods: Sequence[str] = ("lig",),
+    params: dict[str, Any] | None = None,
+    chunk_size: int | None = None,
+    fmt: str | None = None,
+) -> Submission:
+    """Reads ``path``, registers every accepted document as PENDING, then enqueues them.
+
+    The database commit comes first: if sending fails half-way, the documents are still
+    recorded and ``producer resume`` sends them again.
+    """
+    records: list[Record] = []
+    rejected: list[Rejected] = []
+    for item in read_documents(path, settings.max_document_bytes, fmt):
+        (rejected if isinstance(item, Rejected) else records).append(item)
+
+    with session_scope(settings.sqlalchemy_url) as session:
+        batch_id, lengths = create_batch(
+            session,
+            source=str(path.resolve()),
+            model=model or settings.model,
+            methods=list(methods),
+            params=params if params is not None else {"n_steps": settings.n_steps},
+            documents=[NewDocument(r.external_id, r.line, r.text, r.meta) for r in records],
+            rejections=[RejectedLine(r.line, r.field, r.reason) for r in rejected],
+        )
+    chunks = enqueue(broker_app(settings), batch_id, lengths, chunk_size or settings.chunk_size)
+    return Submission(batch_id=batch_id, accepted=len(records), rejected=rejected, chunks=chunks)
+
+
+def enqueue(app: Celery, batch_id: str, lengths: list[tuple[int, int]], chunk_size: int) -> int:
+    """Sends (document id, length) pairs in chunks of similar length, so workers pad little."""
+    ordered = [doc_id for doc_id, _ in sorted(lengths, key=lambda pair: (pair[1], pair[0]))]
+    chunks = [ordered[i : i + chunk_size] for i in range(0, len(ordered), chunk_size)]
+    with app.producer_or_acquire() as producer:
+        for chunk in chunks:
+            app.send_task(EXPLAIN_TASK, args=[batch_id, chunk], producer=producer)
+    return len(chunks)

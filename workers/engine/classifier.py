@@ -1,0 +1,96 @@
+"""A Hugging Face sequence classifier loaded once, with what provenance needs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub at run time
+
+import captum
+import torch
+import transformers
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+hf_logging.disable_progress_bar()  # worker logs are no place for progress bars
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+@dataclass
+class Classifier:
+    """Tokenizer + model on one device, frozen: attribution needs gradients with respect
+    to the embeddings only, never to the parameters."""
+
+    name: str
+    path: Path
+    tokenizer: Any
+    model: torch.nn.Module
+    device: torch.device
+    sha256: str
+    labels: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu", name: str | None = None):
+        path = Path(path).expanduser().resolve()
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path}: not a Hugging Face checkpoint (no config.json)")
+        device = torch.device(device)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path)
+        model.to(device).eval().requires_grad_(False)
+        config = model.config
+        labels = [str(config.id2label[i]) for i in range(config.num_labels)]
+        info = {
+            "architecture": type(model).__name__,
+            "layers": getattr(config, "num_hidden_layers", None),
+            "hidden_size": getattr(config, "hidden_size", None),
+            "max_positions": getattr(config, "max_position_embeddings", None),
+            "vocab_size": getattr(config, "vocab_size", None),
+            "versions": {
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "captum": captum.__version__,
+            },
+        }
+        return cls(
+            name=name or path.name,
+            path=path,
+            tokenizer=tokenizer,
+            model=model,
+            device=device,
+            sha256=weights_sha256(path),
+            labels=labels,
+            info=info,
+        )
+
+    @property
+    def max_length(self) -> int:
+        positions = self.info.get("max_positions") or 512
+        return min(positions, self.tokenizer.model_max_length or positions)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        """Logits; the signature Captum calls with interpolated embeddings in place."""
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        return self.model(**kwargs).logits
+
+
+def weights_sha256(path: Path) -> str:
+    """SHA-256 over the weight files in name order: the model's identity for audits."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"{path}: no weight files ({', '.join(WEIGHT_SUFFIXES)})")
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,89 @@
+"""Tokenising documents and padding them into length-bucketed groups."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from workers.engine.classifier import Classifier
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """One document's token ids (with special tokens), cut to the model's limit."""
+
+    ids: list[int]
+    truncated: bool
+
+
+@dataclass
+class Group:
+    """Documents padded to one length, as tensors on the classifier's device."""
+
+    indices: list[int]  # positions of these documents in the caller's list
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    token_type_ids: torch.Tensor | None
+    lengths: list[int]
+
+
+def tokenize(classifier: Classifier, texts: Sequence[str], max_tokens: int) -> list[Tokenized]:
+    """Token ids per text; a text over the limit keeps its head and is marked truncated."""
+    limit = min(max_tokens, classifier.max_length)
+    tokenizer = classifier.tokenizer
+    encoded = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)
+    out = []
+    for ids in encoded["input_ids"]:
+        if len(ids) > limit:
+            out.append(Tokenized([*ids[: limit - 1], tokenizer.sep_token_id], truncated=True))
+        else:
+            out.append(Tokenized(list(ids), truncated=False))
+    return out
+
+
+def length_groups(
+    docs: Sequence[Tokenized], max_docs: int, max_tokens_per_group: int
+) -> Iterator[list[int]]:
+    """Indices of documents grouped by similar length, so padding stays small."""
+    order = sorted(range(len(docs)), key=lambda i: len(docs[i].ids))
+    group: list[int] = []
+    for i in order:
+        width = len(docs[i].ids)  # sorted ascending, so the newcomer is the widest
+        if group and (len(group) >= max_docs or (len(group) + 1) * width > max_tokens_per_group):
+            yield group
+            group = []
+        group.append(i)
+    if group:
+        yield group
+
+
+def pad_group(classifier: Classifier, docs: Sequence[Tokenized], indices: list[int]) -> Group:
+    width = max(len(docs[i].ids) for i in indices)
+    pad = classifier.tokenizer.pad_token_id
+    input_ids = torch.full((len(indices), width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(indices), width), dtype=torch.long)
+    for row, i in enumerate(indices):
+        ids = docs[i].ids
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+    device = classifier.device
+    uses_types = "token_type_ids" in classifier.tokenizer.model_input_names
+    return Group(
+        indices=list(indices),
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        token_type_ids=torch.zeros_like(input_ids).to(device) if uses_types else None,
+        lengths=[len(docs[i].ids) for i in indices],
+    )
+
+
+def reference_ids(classifier: Classifier, group: Group) -> torch.Tensor:
+    """The baseline: [CLS] [PAD] ... [PAD] [SEP] over each document's own length."""
+    tokenizer = classifier.tokenizer
+    baseline = torch.full_like(group.input_ids, tokenizer.pad_token_id)
+    baseline[:, 0] = group.input_ids[:, 0]
+    for row, length in enumerate(group.lengths):
+        baseline[row, length - 1] = group.input_ids[row, length - 1]
+    return baseline

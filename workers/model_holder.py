@@ -1,0 +1,76 @@
+"""The per-process model: loaded once on the device this process owns, then kept.
+
+Like LitServe's ``setup``: the task asks for a model by spec, the holder loads it the
+first time (on the GPU that CUDA_VISIBLE_DEVICES leaves this process, or the CPU),
+registers it in the database and keeps it until a batch asks for another one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass
+
+from db.engine import session_scope
+from db.settings import Settings, resolve_model
+from db.store import register_model
+
+
+@dataclass
+class LoadedModel:
+    spec: str
+    classifier: object  # workers.engine.Classifier; typed loosely to keep torch lazy
+    model_id: int
+    device: str
+
+
+_lock = threading.Lock()
+_current: LoadedModel | None = None
+
+
+def pick_device() -> str:
+    """The first GPU this process can see, else the CPU. Called only after the fork."""
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def describe_device(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "all")
+        return f"{device} {torch.cuda.get_device_name(device)} (CUDA_VISIBLE_DEVICES={visible})"
+    return "cpu"
+
+
+def get_model(spec: str, settings: Settings) -> LoadedModel:
+    global _current
+    with _lock:
+        if _current is None or _current.spec != spec:
+            _current = None  # free the old model before loading the next
+            _current = _load(spec, settings)
+        return _current
+
+
+def _load(spec: str, settings: Settings) -> LoadedModel:
+    from workers.engine import Classifier
+
+    device = pick_device()
+    path = resolve_model(spec, settings)
+    classifier = Classifier.load(path, device=device)
+    with session_scope(settings.sqlalchemy_url) as session:
+        model_id = register_model(
+            session,
+            name=classifier.name,
+            path=str(classifier.path),
+            sha256=classifier.sha256,
+            labels=classifier.labels,
+            info=classifier.info,
+        )
+    return LoadedModel(spec=spec, classifier=classifier, model_id=model_id, device=device)
+
+
+def worker_name(hostname: str | None) -> str:
+    return f"{hostname or socket.gethostname()} pid {os.getpid()}"

@@ -1,0 +1,126 @@
+"""The one task: explain a chunk of documents and write the results.
+
+The task carries only the batch id and document ids; texts, model and methods come from
+the database, which stays the source of truth. A redelivered task skips documents that
+are already terminal and cannot write a second row for the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+from celery import Task
+from celery.signals import worker_process_init
+from sqlalchemy.exc import OperationalError
+
+from db.engine import get_engine, session_scope
+from db.models import Batch
+from db.settings import EXPLAIN_TASK, get_settings
+from db.store import claim, fail, finish, params_key, save_explanations
+from workers.celery_app import app
+from workers.model_holder import LoadedModel, describe_device, get_model, worker_name
+
+log = logging.getLogger(__name__)
+
+
+@worker_process_init.connect
+def _after_fork(**_: Any) -> None:
+    # Connections opened by the parent must not be shared with the child.
+    get_engine.cache_clear()
+    # Load the default model now, so the first task does not pay for it.
+    settings = get_settings()
+    try:
+        get_model(settings.model, settings)
+    except Exception as error:
+        log.warning("default model %r not preloaded: %s", settings.model, error)
+
+
+@app.task(
+    name=EXPLAIN_TASK,
+    bind=True,
+    autoretry_for=(OperationalError,),  # the database blipped: try the chunk again
+    retry_backoff=2,
+    retry_backoff_max=120,
+    max_retries=get_settings().db_retries,
+)
+def explain_chunk(self: Task, batch_id: str, document_ids: list[int]) -> dict[str, int]:
+    settings = get_settings()
+    url = settings.sqlalchemy_url
+    with session_scope(url) as session:
+        batch = session.get(Batch, batch_id)
+        if batch is None:
+            raise ValueError(f"unknown batch {batch_id}")
+        spec, methods, params = batch.model, list(batch.methods), dict(batch.params)
+        docs = [(d.id, d.text) for d in claim(session, document_ids, settings.max_attempts)]
+    if not docs:
+        return {"done": 0, "failed": 0}
+
+    try:
+        loaded = get_model(spec, settings)
+    except Exception as error:  # a missing or broken model fails the documents, visibly
+        with session_scope(url) as session:
+            for doc_id, _ in docs:
+                fail(session, doc_id, f"loading model {spec!r}: {error}")
+        return {"done": 0, "failed": len(docs)}
+
+    outcomes = _explain(loaded, [text for _, text in docs], methods, params, settings)
+    rows, done, failed = [], [], []
+    meta = {"worker": worker_name(self.request.hostname), "device": describe_device(loaded.device)}
+    for (doc_id, _), outcome in zip(docs, outcomes, strict=True):
+        if isinstance(outcome, str):
+            failed.append((doc_id, outcome))
+            continue
+        done.append(doc_id)
+        rows.extend(_rows(doc_id, loaded.model_id, outcome, meta))
+    with session_scope(url) as session:
+        save_explanations(session, rows)
+        finish(session, done)
+        for doc_id, error in failed:
+            fail(session, doc_id, error)
+    return {"done": len(done), "failed": len(failed)}
+
+
+def _explain(loaded: LoadedModel, texts, methods, params, settings) -> list[Any]:
+    """Explanations in input order; a document that fails becomes its error text and
+    the rest of the chunk still completes."""
+    from workers.engine import explain
+    from workers.engine.explain import ExecutionOptions
+
+    options = ExecutionOptions(
+        internal_batch_size=settings.internal_batch_size, max_tokens=settings.max_tokens
+    )
+    try:
+        return explain(loaded.classifier, texts, methods, params, options)
+    except Exception:
+        log.exception("chunk failed as a whole; explaining its documents one by one")
+    outcomes: list[Any] = []
+    for text in texts:
+        try:
+            outcomes.extend(explain(loaded.classifier, [text], methods, params, options))
+        except Exception as error:
+            outcomes.append(f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}")
+    return outcomes
+
+
+def _rows(doc_id: int, model_id: int, explained: Any, meta: dict[str, str]) -> list[dict]:
+    return [
+        {
+            "document_id": doc_id,
+            "model_id": model_id,
+            "method": name,
+            "params_key": params_key(name, result.params),
+            "params": result.params,
+            "label": explained.label,
+            "confidence": explained.confidence,
+            "probabilities": explained.probabilities,
+            "tokens": explained.tokens,
+            "attributions": result.attributions,
+            "convergence_delta": result.convergence_delta,
+            "truncated": explained.truncated,
+            "timings": {**explained.timings, "seconds": result.seconds},
+            **meta,
+        }
+        for name, result in explained.methods.items()
+    ]
