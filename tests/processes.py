@@ -1,0 +1,91 @@
+"""Starting the real processes of explainq from tests: workers, the producer CLI, Flower."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from db.settings import Settings
+from producer.submit import broker_app
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Deployment:
+    """One configuration of the system (broker, database, queue, model) as environment."""
+
+    env: dict[str, str]
+    home: Path
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(
+            **{k[9:].lower(): v for k, v in self.env.items() if k.startswith("EXPLAINQ_")}
+        )
+
+    @property
+    def url(self) -> str:
+        return self.settings.sqlalchemy_url
+
+    def producer(
+        self, *args: str, timeout: float = 300, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "producer"), *args],
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def submit(self, path: Path, *args: str) -> dict:
+        """``producer submit PATH --wait --json``; returns the parsed summary."""
+        done = self.producer("submit", str(path), "--wait", "--timeout", "240", "--json", *args)
+        assert done.returncode in (0, 3, 4), done.stderr
+        return json.loads(done.stdout) | {"returncode": done.returncode, "stderr": done.stderr}
+
+    def start_worker(
+        self, name: str, *extra: str, ready_timeout: float = 120
+    ) -> subprocess.Popen[bytes]:
+        log = self.home / f"{name}.log"
+        process = subprocess.Popen(
+            [str(BIN / "celery"), "-A", "workers", "worker", "--concurrency=1", "--events",
+             f"--hostname={name}@localhost", "--loglevel=INFO", "--without-mingle",
+             "--without-gossip", f"--logfile={log}", *extra],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.workers.append(process)
+        app = broker_app(self.settings)
+        deadline = time.monotonic() + ready_timeout
+        while not app.control.ping(destination=[f"{name}@localhost"], timeout=0.5):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker {name} did not start:\n{log.read_text()[-3000:]}")
+        return process
+
+    def stop(self) -> None:
+        for process in self.workers:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.workers:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def explainq_env(**values: str) -> dict[str, str]:
+    """The test process's environment without any EXPLAINQ_* of the developer's own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLAINQ_")}
+    env.update({f"EXPLAINQ_{k.upper()}": str(v) for k, v in values.items()})
+    env["HF_HUB_OFFLINE"] = "1"
+    return env
