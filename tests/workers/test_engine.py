@@ -1,0 +1,88 @@
+"""The engine alone: batched and length-grouped attribution equals the per-document
+computation, completeness holds, and long documents are truncated visibly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workers.engine import Classifier, explain
+from workers.engine.explain import ExecutionOptions
+
+TEXTS = [
+    "a gorgeous, witty, seductive movie.",
+    "ok",
+    "the film is strictly routine and the actors seem bored by the material they were given",
+    "one of the most exciting and moving films of the year",
+    "dull",
+]
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_model) -> Classifier:
+    return Classifier.load(tiny_model)
+
+
+def test_batched_attributions_equal_one_document_at_a_time(classifier):
+    options = ExecutionOptions(internal_batch_size=16, max_docs_per_group=3)
+    batched = explain(classifier, TEXTS, params={"n_steps": 16}, options=options)
+    for text, together in zip(TEXTS, batched, strict=True):
+        (alone,) = explain(classifier, [text], params={"n_steps": 16})
+        assert together.tokens == alone.tokens
+        assert together.label == alone.label
+        a, b = together.methods["lig"], alone.methods["lig"]
+        assert torch.allclose(torch.tensor(a.attributions), torch.tensor(b.attributions), atol=1e-5)
+        assert a.convergence_delta == pytest.approx(b.convergence_delta, abs=1e-5)
+
+
+def test_results_come_back_in_input_order(classifier):
+    results = explain(classifier, TEXTS, params={"n_steps": 4})
+    for text, result in zip(TEXTS, results, strict=True):
+        expected = classifier.tokenizer.tokenize(text)
+        assert result.tokens[1:-1] == expected
+
+
+def test_completeness_holds_up_to_the_recorded_delta(classifier):
+    (result,) = explain(classifier, [TEXTS[0]], params={"n_steps": 50})
+    encoded = classifier.tokenizer(TEXTS[0], return_tensors="pt")
+    baseline = torch.full_like(encoded["input_ids"], classifier.tokenizer.pad_token_id)
+    baseline[0, 0], baseline[0, -1] = encoded["input_ids"][0, 0], encoded["input_ids"][0, -1]
+    with torch.inference_mode():
+        gap = (
+            classifier.forward(encoded["input_ids"], encoded["attention_mask"])[
+                0, result.label_index
+            ]
+            - classifier.forward(baseline, encoded["attention_mask"])[0, result.label_index]
+        )
+    lig = result.methods["lig"]
+    assert sum(lig.attributions) - float(gap) == pytest.approx(lig.convergence_delta, abs=1e-5)
+    assert abs(lig.convergence_delta) < 1e-3 * max(abs(float(gap)), 1e-3)
+
+
+def test_long_documents_are_truncated_and_marked(classifier):
+    long_text = "word " * 300
+    (result,) = explain(
+        classifier, [long_text], options=ExecutionOptions(max_tokens=64), params={"n_steps": 4}
+    )
+    assert result.truncated
+    assert len(result.tokens) == 64 and result.tokens[-1] == "[SEP]"
+    (short,) = explain(classifier, ["short"], params={"n_steps": 4})
+    assert not short.truncated
+
+
+def test_special_tokens_get_no_attribution(classifier):
+    (result,) = explain(classifier, [TEXTS[2]], params={"n_steps": 8})
+    scores = result.methods["lig"].attributions
+    assert scores[0] == 0 and scores[-1] == 0  # [CLS] and [SEP] equal the baseline
+    assert any(abs(s) > 0 for s in scores[1:-1])
+
+
+def test_unknown_method_is_refused(classifier):
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        explain(classifier, ["x"], methods=["nope"])
+
+
+def test_model_identity_is_the_hash_of_its_weights(classifier, tiny_model):
+    assert classifier.sha256 == Classifier.load(tiny_model).sha256
+    assert classifier.labels == ["negative", "positive"]
+    assert classifier.info["versions"]["captum"]
