@@ -28,6 +28,17 @@ class Group:
     token_type_ids: torch.Tensor | None
     lengths: list[int]
 
+    def subset(self, rows: torch.Tensor) -> Group:
+        """The documents at ``rows`` of this group, still padded to its width."""
+        picked = rows.tolist()
+        return Group(
+            indices=[self.indices[r] for r in picked],
+            input_ids=self.input_ids[rows],
+            attention_mask=self.attention_mask[rows],
+            token_type_ids=None if self.token_type_ids is None else self.token_type_ids[rows],
+            lengths=[self.lengths[r] for r in picked],
+        )
+
 
 def tokenize(classifier: Classifier, texts: Sequence[str], max_tokens: int) -> list[Tokenized]:
     """Token ids per text; a text over the limit keeps its head and is marked truncated."""

@@ -21,6 +21,8 @@ class MethodResult:
     attributions: list[float]
     convergence_delta: float | None
     seconds: float
+    steps: int | None = None  # integration steps actually taken (path methods)
+    relative_gap: float | None = None  # |delta| / |f(x) - f(baseline)|
 
 
 @dataclass
@@ -111,18 +113,20 @@ def _explain_group(
 
     for name, params in method_params.items():
         started = time.perf_counter()
-        scores, deltas = METHODS[name].attribute(
+        result = METHODS[name].attribute(
             classifier, group, targets.clone(), params, options.internal_batch_size
         )
         seconds = (time.perf_counter() - started) * share
-        scores, deltas = scores.float().cpu(), deltas.float().cpu() if deltas is not None else None
+        scores, deltas, gaps = result.scores.cpu(), result.deltas.cpu(), result.gaps.cpu()
         for row, length in enumerate(group.lengths):
             out[row].methods[name] = MethodResult(
                 method=name,
                 params=params,
                 attributions=scores[row, :length].tolist(),
-                convergence_delta=float(deltas[row]) if deltas is not None else None,
+                convergence_delta=float(deltas[row]),
                 seconds=seconds,
+                steps=result.steps[row],
+                relative_gap=float(gaps[row]),
             )
             out[row].timings[name] = seconds
     return out

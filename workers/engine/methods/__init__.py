@@ -1,8 +1,9 @@
 """Attribution methods by the name stored in the database and used on the command line.
 
 Each method is a module with ``PARAMS`` (its default parameters, recorded on every row)
-and ``attribute(classifier, group, targets, params) -> (scores, deltas)`` returning one
-score per token position and, for path methods, one convergence delta per document.
+and ``attribute(classifier, group, targets, params, internal_batch_size)`` returning an
+``Attribution``: one score per token position and, for path methods, the convergence
+delta and the steps taken per document.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ METHODS: dict[str, ModuleType] = {"lig": lig}
 
 
 def params_for(method: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The method's full parameter set: its defaults with the recognised overrides."""
+    """The method's full parameter set: its defaults with the overrides it knows."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(sorted(METHODS))}")
-    defaults: dict[str, Any] = dict(METHODS[method].PARAMS)
-    for key, value in (overrides or {}).items():
-        if key in defaults:
-            defaults[key] = type(defaults[key])(value)
-    return defaults
+    module = METHODS[method]
+    known = {**module.PARAMS, **getattr(module, "ADAPTIVE_PARAMS", {})}
+    params = dict(module.PARAMS)
+    params.update({k: v for k, v in (overrides or {}).items() if k in known})
+    normalize = getattr(module, "normalize", None)
+    return normalize(params) if normalize else params
