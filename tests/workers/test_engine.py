@@ -86,3 +86,38 @@ def test_model_identity_is_the_hash_of_its_weights(classifier, tiny_model):
     assert classifier.sha256 == Classifier.load(tiny_model).sha256
     assert classifier.labels == ["negative", "positive"]
     assert classifier.info["versions"]["captum"]
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    return float(torch.nn.functional.cosine_similarity(torch.tensor(a), torch.tensor(b), dim=0))
+
+
+def test_adaptive_steps_meet_the_tolerance_on_every_document(classifier):
+    adaptive = explain(
+        classifier, TEXTS, params={"n_steps": "auto", "tolerance": 0.01, "start_steps": 4}
+    )
+    reference = explain(classifier, TEXTS, params={"n_steps": 256})
+    for result, ref in zip(adaptive, reference, strict=True):
+        lig = result.methods["lig"]
+        assert lig.params["n_steps"] == "auto" and lig.params["tolerance"] == 0.01
+        assert lig.relative_gap <= 0.01 or abs(lig.convergence_delta) <= 1e-4
+        assert lig.steps in (4, 8, 16, 32, 64, 128, 256)
+        assert cosine(lig.attributions, ref.methods["lig"].attributions) > 0.99
+
+
+def test_adaptive_steps_raise_steps_only_where_needed(classifier):
+    loose = explain(
+        classifier, TEXTS, params={"n_steps": "auto", "tolerance": 0.5, "start_steps": 2}
+    )
+    tight = explain(
+        classifier, TEXTS, params={"n_steps": "auto", "tolerance": 1e-6, "start_steps": 2}
+    )
+    assert sum(r.methods["lig"].steps for r in loose) < sum(r.methods["lig"].steps for r in tight)
+    assert all(r.methods["lig"].relative_gap <= 0.5 for r in loose)
+
+
+def test_fixed_steps_carry_no_adaptive_parameters(classifier):
+    (result,) = explain(classifier, ["x"], params={"n_steps": 7, "tolerance": 0.2})
+    assert result.methods["lig"].params["n_steps"] == 7
+    assert "tolerance" not in result.methods["lig"].params
+    assert result.methods["lig"].steps == 7
