@@ -139,6 +139,10 @@ class Explanation(Base):
     tokens: Mapped[list[Any]] = mapped_column()
     attributions: Mapped[list[Any]] = mapped_column()
     convergence_delta: Mapped[float | None] = mapped_column(Float)
+    relative_gap: Mapped[float | None] = mapped_column(
+        Float, doc="|convergence_delta| / |f(x) - f(baseline)|: the completeness check."
+    )
+    steps: Mapped[int | None] = mapped_column(Integer, doc="Integration steps actually taken.")
     truncated: Mapped[bool] = mapped_column(default=False)
     worker: Mapped[str] = mapped_column(String(255))
     device: Mapped[str] = mapped_column(String(64))

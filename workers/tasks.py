@@ -118,6 +118,8 @@ def _rows(doc_id: int, model_id: int, explained: Any, meta: dict[str, str]) -> l
             "tokens": explained.tokens,
             "attributions": result.attributions,
             "convergence_delta": result.convergence_delta,
+            "relative_gap": result.relative_gap,
+            "steps": result.steps,
             "truncated": explained.truncated,
             "timings": {**explained.timings, "seconds": result.seconds},
             **meta,

@@ -95,6 +95,8 @@ def upgrade() -> None:
         sa.Column("tokens", sa.JSON(), nullable=False),
         sa.Column("attributions", sa.JSON(), nullable=False),
         sa.Column("convergence_delta", sa.Float(), nullable=True),
+        sa.Column("relative_gap", sa.Float(), nullable=True),
+        sa.Column("steps", sa.Integer(), nullable=True),
         sa.Column("truncated", sa.Boolean(), nullable=False),
         sa.Column("worker", sa.String(length=255), nullable=False),
         sa.Column("device", sa.String(length=64), nullable=False),
