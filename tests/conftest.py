@@ -36,7 +36,7 @@ def pytest_report_header() -> list[str]:
         "127.0.0.1:5432 (fresh database per session)"
         if _USING["postgresql"]
         else "unreachable: PostgreSQL tests skip, SQLite only"
-    )  # noqa: E501
+    )
     return [f"explainq services: redis {_USING['redis']}; postgresql {pg}"]
 
 
