@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Task
 from celery.signals import worker_process_init
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from db.engine import get_engine, session_scope
-from db.models import Batch
-from db.settings import EXPLAIN_TASK, get_settings
+from db.models import Batch, Document, Status
+from db.settings import EXPLAIN_TASK, Settings, get_settings
 from db.store import claim, fail, finish, params_key, save_explanations
 from workers.celery_app import app
 from workers.model_holder import LoadedModel, describe_device, get_model, worker_name
@@ -47,27 +49,53 @@ def _after_fork(**_: Any) -> None:
 )
 def explain_chunk(self: Task, batch_id: str, document_ids: list[int]) -> dict[str, int]:
     settings = get_settings()
-    url = settings.sqlalchemy_url
-    with session_scope(url) as session:
+    with session_scope(settings.sqlalchemy_url) as session:
         batch = session.get(Batch, batch_id)
         if batch is None:
             raise ValueError(f"unknown batch {batch_id}")
-        spec, methods, params = batch.model, list(batch.methods), dict(batch.params)
+        job = Job(batch.model, list(batch.methods), dict(batch.params))
+        interrupted = session.scalar(
+            select(func.count())
+            .select_from(Document)
+            .where(Document.id.in_(document_ids), Document.status == Status.RUNNING)
+        )
+    # A chunk with RUNNING documents was interrupted (its worker died, perhaps because of
+    # one of them): run it one document at a time, so a poison document uses up only its
+    # own attempts and the others finish.
+    groups = [[doc_id] for doc_id in document_ids] if interrupted else [document_ids]
+    totals = {"done": 0, "failed": 0}
+    for ids in groups:
+        for key, value in _run(job, ids, settings, self.request.hostname).items():
+            totals[key] += value
+    return totals
+
+
+@dataclass(frozen=True)
+class Job:
+    model: str
+    methods: list[str]
+    params: dict[str, Any]
+
+
+def _run(
+    job: Job, document_ids: list[int], settings: Settings, hostname: str | None
+) -> dict[str, int]:
+    url = settings.sqlalchemy_url
+    with session_scope(url) as session:
         docs = [(d.id, d.text) for d in claim(session, document_ids, settings.max_attempts)]
     if not docs:
         return {"done": 0, "failed": 0}
-
     try:
-        loaded = get_model(spec, settings)
+        loaded = get_model(job.model, settings)
     except Exception as error:  # a missing or broken model fails the documents, visibly
         with session_scope(url) as session:
             for doc_id, _ in docs:
-                fail(session, doc_id, f"loading model {spec!r}: {error}")
+                fail(session, doc_id, f"loading model {job.model!r}: {error}")
         return {"done": 0, "failed": len(docs)}
 
-    outcomes = _explain(loaded, [text for _, text in docs], methods, params, settings)
+    outcomes = _explain(loaded, [text for _, text in docs], job.methods, job.params, settings)
     rows, done, failed = [], [], []
-    meta = {"worker": worker_name(self.request.hostname), "device": describe_device(loaded.device)}
+    meta = {"worker": worker_name(hostname), "device": describe_device(loaded.device)}
     for (doc_id, _), outcome in zip(docs, outcomes, strict=True):
         if isinstance(outcome, str):
             failed.append((doc_id, outcome))
