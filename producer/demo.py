@@ -122,27 +122,26 @@ def show_results(url: str, batch_id: str) -> None:
         rows = queries.list_documents(session, batch=batch_id, limit=1000)
         console.print(render.results_table(rows))
         done = [row for row in rows if row.confidence is not None]
-        if done:
-            best = max(done, key=lambda row: row.confidence)
-            doc = queries.find_document(session, best.id)
-            explanation = doc.explanations[0]
+        best = max(done, key=lambda row: row.confidence) if done else None
+        if best:
+            explanation = queries.find_document(session, best.id).explanations[0]
             console.print(
                 render.heatmap(
                     explanation.tokens,
                     explanation.attributions,
                     explanation.label,
                     explanation.probabilities,
-                    title=f"document {doc.external_id}",
+                    title=f"document {best.external_id} (the most confident)",
                 )
             )
     console.rule("explore what the demo made")
     for command in (
         f"results list --batch {batch_id}",
-        f"results show {best.id if done else '<document>'}",
+        f"results show {best.id if best else '<document>'}",
         "results top-tokens --label positive --min-count 1",
         f"results export --format jsonl --batch {batch_id} -o demo.jsonl",
     ):
-        console.print(f"  .venv/bin/{command}")
+        console.print(f"  .venv/bin/{command}", highlight=False)
 
 
 if __name__ == "__main__":
