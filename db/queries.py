@@ -115,9 +115,9 @@ def list_documents(
 def _order_by(order: str, explanation: Any) -> tuple[Any, ...]:
     return {
         "id": (Document.id,),
-        "confidence": (explanation.confidence.asc(), Document.id),
-        "-confidence": (explanation.confidence.desc(), Document.id),
-        "label": (explanation.label, Document.id),
+        "confidence": (explanation.confidence.asc().nulls_last(), Document.id),
+        "-confidence": (explanation.confidence.desc().nulls_last(), Document.id),
+        "label": (explanation.label.asc().nulls_last(), Document.id),
         "status": (Document.status, Document.id),
     }[order]
 

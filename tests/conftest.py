@@ -95,6 +95,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[s
         yield url
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database for one test, on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    if not _USING["postgresql"]:
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    with fresh_postgres_database() as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def system(database_url, broker_url, tiny_model, tmp_path_factory) -> Iterator[Deployment]:
     """The whole system on one database: migrated, with one real worker running."""
