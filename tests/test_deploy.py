@@ -1,100 +1,372 @@
-"""docker-compose.yml and the Dockerfile stay consistent with the code and safe.
+"""docker-compose.yml, the Dockerfile and .dockerignore stay consistent with the code and safe.
 
-`docker compose up` cannot run on these machines (no engine); the file is validated by
+`docker compose up` cannot run on these machines (no engine): the file is checked by
 `docker compose config` where the compose plugin exists, and statically everywhere."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 import yaml
 
+from db.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
-COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-SERVICES = COMPOSE["services"]
-APP_SERVICES = [name for name, s in SERVICES.items() if s.get("image") == "explainq:latest"]
-WORKERS = [name for name in SERVICES if name.startswith("worker-")]
-DUMMY_ENV = {
-    "REDIS_PASSWORD": "x",
-    "POSTGRES_PASSWORD": "y",
-    "FLOWER_USER": "u",
-    "FLOWER_PASSWORD": "p",
-}
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+COMPOSE_TEXT = COMPOSE_FILE.read_text()
+COMPOSE = yaml.safe_load(COMPOSE_TEXT)  # PyYAML resolves the x-* anchors and `<<:` merges
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+# The services built from this repository's Dockerfile run the app; the rest are images.
+APP_SERVICES = sorted(name for name, s in SERVICES.items() if "build" in s)
+WORKERS = sorted(name for name in SERVICES if name.startswith("worker-"))
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+SECRETS = ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "FLOWER_USER", "FLOWER_PASSWORD")
+# A reference such as ${REDIS_PASSWORD} or ${REDIS_PASSWORD:?set it}: never a literal.
+REF = r"\$\{[A-Z_][A-Z0-9_]*(?::?[-?][^}]*)?\}"
+DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
-def command(service: str) -> str:
-    value = SERVICES[service]["command"]
-    return " ".join(value) if isinstance(value, list) else value
+def argv(service: str) -> list[str]:
+    """The service's entrypoint plus command, as one argv."""
+    spec = SERVICES[service]
+    words: list[str] = []
+    for key in ("entrypoint", "command"):
+        value = spec.get(key, [])
+        words += value if isinstance(value, list) else re.findall(rf"(?:{REF}|\S)+", value)
+    return words
 
 
-def test_docker_compose_config_accepts_the_file():
-    plugin = shutil.which("docker") and subprocess.run(
-        ["docker", "compose", "version"], capture_output=True
-    )
-    if not plugin or plugin.returncode != 0:
-        pytest.skip("docker compose plugin not installed: static checks only")
-    done = subprocess.run(
-        ["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-        env={**DUMMY_ENV, "PATH": "/usr/bin:/bin"},
+def seconds(duration: str) -> int:
+    match = DURATION.fullmatch(duration)
+    assert match and any(match.groups()), f"not a duration: {duration!r}"
+    hours, minutes, secs = (int(group or 0) for group in match.groups())
+    return 3600 * hours + 60 * minutes + secs
+
+
+def default_of(value: str) -> str:
+    """The default in ``${VAR:-default}``, or the value itself."""
+    match = re.fullmatch(r"\$\{[A-Z_][A-Z0-9_]*:-([^}]*)\}", value)
+    return match.group(1) if match else value
+
+
+def depends_on(service: str) -> dict[str, str]:
+    return {name: spec["condition"] for name, spec in SERVICES[service]["depends_on"].items()}
+
+
+def strings(node: Any) -> list[str]:
+    """Every string value anywhere in a YAML tree."""
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [s for value in node.values() for s in strings(value)]
+    if isinstance(node, list):
+        return [s for value in node for s in strings(value)]
+    return []
+
+
+def compose(*args: str, env_file: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS and not k.startswith("EXPLAINQ")}
+    return subprocess.run(
+        ["docker", "compose", "--env-file", str(env_file), "-f", str(COMPOSE_FILE), *args],
+        env=env,
         capture_output=True,
         text=True,
+        timeout=60,
     )
+
+
+# --- docker compose config -------------------------------------------------------------
+
+
+def test_docker_compose_config_accepts_the_file_and_demands_the_secrets(tmp_path):
+    docker = shutil.which("docker")
+    version = docker and subprocess.run(
+        [docker, "compose", "version"], capture_output=True, text=True, timeout=60
+    )
+    if not version or version.returncode != 0:
+        reason = (version.stderr.strip() or "failed").splitlines()[0] if version else "no CLI"
+        pytest.skip(f"docker compose plugin not installed: {reason}")
+    # --env-file: a developer's real .env must neither leak in nor satisfy the `:?` checks.
+    dummy = tmp_path / "dummy.env"
+    dummy.write_text("".join(f"{name}=dummy-{name.lower()}\n" for name in SECRETS))
+    done = compose("--profile", "tools", "config", "--quiet", env_file=dummy)
     assert done.returncode == 0, done.stderr
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    refused = compose("--profile", "tools", "config", "--quiet", env_file=empty)
+    assert refused.returncode != 0 and "PASSWORD" in refused.stderr, refused.stderr
 
 
-def test_redis_and_postgres_publish_no_port_and_redis_needs_a_password():
-    assert "ports" not in SERVICES["redis"] and "ports" not in SERVICES["postgres"]
-    redis = command("redis")
-    assert "--requirepass ${REDIS_PASSWORD:?" in redis
-    assert "--appendonly yes" in redis and "--maxmemory-policy noeviction" in redis
+# --- Redis and PostgreSQL ----------------------------------------------------------------
+
+
+def test_only_flower_publishes_a_port_and_only_on_loopback():
+    for name in ("redis", "postgres"):
+        assert "ports" not in SERVICES[name], f"{name} must not be published"
+    for name, spec in SERVICES.items():
+        assert spec.get("network_mode") != "host", name
+        if name != "flower":
+            assert "ports" not in spec, f"{name} publishes a port"
     assert SERVICES["flower"]["ports"] == ["127.0.0.1:5555:5555"]
 
 
-def test_each_worker_reserves_exactly_its_own_gpu():
+def test_redis_requires_a_password_and_keeps_its_queue_on_disk():
+    words = argv("redis")
+    assert words[0] == "redis-server"
+    flags = dict(zip(words[1::2], words[2::2], strict=True))
+    assert re.fullmatch(r"\$\{REDIS_PASSWORD:\?[^}]*\}", flags["--requirepass"])
+    assert flags["--appendonly"] == "yes"
+    assert flags["--appendfsync"] == "everysec"
+    assert flags["--maxmemory-policy"] == "noeviction"
+    assert any(v.endswith(":/data") for v in SERVICES["redis"]["volumes"])
+    assert SERVICES["redis"]["image"].startswith("redis:7")
+
+
+def test_redis_and_postgres_have_healthchecks_volumes_and_restart():
+    for name in ("redis", "postgres"):
+        spec = SERVICES[name]
+        assert spec["healthcheck"]["test"], name
+        assert spec["volumes"] and spec["restart"] == "unless-stopped", name
+        (named,) = (v.split(":")[0] for v in spec["volumes"])
+        assert named in COMPOSE["volumes"], f"{name}: data on a named volume"
+    # TCP, not the socket that the image's temporary init server answers on.
+    probe = SERVICES["postgres"]["healthcheck"]["test"]
+    assert probe[:2] == ["CMD", "pg_isready"] and "127.0.0.1" in probe
+    assert "PONG" in " ".join(SERVICES["redis"]["healthcheck"]["test"])
+    env = SERVICES["postgres"]["environment"]
+    assert re.fullmatch(r"\$\{POSTGRES_PASSWORD:\?[^}]*\}", env["POSTGRES_PASSWORD"])
+    assert SERVICES["postgres"]["image"].startswith("postgres:16")
+
+
+# --- workers -------------------------------------------------------------------------------
+
+
+def test_each_worker_reserves_one_gpu_of_its_own():
     assert len(WORKERS) >= 2
+    host_gpus = []
     for name in WORKERS:
-        (device,) = SERVICES[name]["deploy"]["resources"]["reservations"]["devices"]
-        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+        spec = SERVICES[name]
+        (device,) = spec["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"], name
+        assert "count" not in device, f"{name}: device_ids, not a count"
         (gpu,) = device["device_ids"]
-        assert SERVICES[name]["environment"]["CUDA_VISIBLE_DEVICES"] == gpu
-        assert command(name).startswith(
-            "celery -A workers worker"
-        ) and "--concurrency=1" in command(name)
+        host_gpus.append(gpu)
+        # The container sees only its reserved GPU, always as device 0, whatever the
+        # host index: CUDA_VISIBLE_DEVICES=<host index> would hide it (CPU fallback).
+        assert spec["environment"]["CUDA_VISIBLE_DEVICES"] == "0", name
+        assert name == f"worker-gpu{gpu}"
+        assert f"--hostname=gpu{gpu}@%h" in argv(name)
+    assert len(set(host_gpus)) == len(host_gpus), f"two workers share a GPU: {host_gpus}"
 
 
-def test_every_app_service_shares_broker_database_and_visibility_timeout():
-    envs = [SERVICES[name]["environment"] for name in APP_SERVICES]
-    assert {"migrate", "flower", "producer", *WORKERS} <= set(APP_SERVICES)
-    for key in ("EXPLAINQ_BROKER_URL", "EXPLAINQ_DATABASE_URL", "EXPLAINQ_VISIBILITY_TIMEOUT"):
-        assert len({env[key] for env in envs}) == 1, key
-    assert "--basic-auth=" in command("flower")
+def test_workers_run_one_task_at_a_time_and_shut_down_warm():
+    timeout = int(default_of(SERVICES[WORKERS[0]]["environment"]["EXPLAINQ_VISIBILITY_TIMEOUT"]))
+    for name in WORKERS:
+        spec = SERVICES[name]
+        words = argv(name)
+        assert words[:4] == ["celery", "-A", "workers", "worker"], name
+        assert "--concurrency=1" in words and "-E" in words, name
+        assert spec["restart"] == "unless-stopped", name
+        grace = seconds(spec["stop_grace_period"])
+        assert 600 <= grace < timeout, f"{name}: stop_grace_period {grace}s"
+        assert depends_on(name) == {
+            "migrate": "service_completed_successfully",
+            "redis": "service_healthy",
+        }
+        assert "./models:/models:ro" in spec["volumes"], name
+        assert default_of(spec["environment"]["EXPLAINQ_MODEL"]).startswith("/models/"), name
 
 
-def test_commands_exist_in_the_project():
+def test_worker_flags_are_celery_worker_options():
+    from celery.bin.worker import worker
+
+    known = {opt for param in worker.params for opt in param.opts}
+    for name in WORKERS:
+        for word in argv(name)[4:]:
+            assert word.split("=", 1)[0] in known, f"{name}: unknown celery option {word}"
+
+
+# --- one-shot services and Flower ----------------------------------------------------------
+
+
+def test_migrate_runs_once_after_postgres_is_healthy():
+    assert argv("migrate") == ["results", "migrate"]
+    assert SERVICES["migrate"]["restart"] == "no"
+    assert depends_on("migrate") == {"postgres": "service_healthy"}
+
+
+def test_producer_and_results_are_tools_run_on_demand():
+    assert argv("producer") == ["producer", "submit", "/data/docs.jsonl", "--wait"]
+    assert argv("results") == ["results", "list"]
+    for name in ("producer", "results"):
+        assert SERVICES[name]["profiles"] == ["tools"], name
+        assert depends_on(name)["migrate"] == "service_completed_successfully", name
+    assert "./data:/data:ro" in SERVICES["producer"]["volumes"]
+    assert depends_on("producer")["redis"] == "service_healthy"
+
+
+def test_flower_requires_basic_auth():
+    words = argv("flower")
+    assert words[:4] == ["celery", "-A", "workers", "flower"]
+    assert "--port=5555" in words
+    auths = [w.removeprefix("--basic-auth=") for w in words if w.startswith("--basic-auth=")]
+    assert len(auths) == 1, "Flower without --basic-auth: its API can stop workers"
+    (auth,) = auths
+    assert re.fullmatch(r"\$\{FLOWER_USER:\?[^}]*\}:\$\{FLOWER_PASSWORD:\?[^}]*\}", auth)
+    assert depends_on("flower") == {"redis": "service_healthy"}
+    assert SERVICES["flower"]["restart"] == "unless-stopped"
+
+
+def test_flower_options_exist():
+    import flower.options  # noqa: F401  (defines Flower's options)
+    import tornado.options
+
+    for word in argv("flower")[4:]:
+        option = word.removeprefix("--").split("=", 1)[0].replace("-", "_")
+        assert option in tornado.options.options, f"unknown flower option {word}"
+
+
+# --- the same settings everywhere ------------------------------------------------------------
+
+
+def test_every_app_service_shares_the_same_settings():
+    assert {"migrate", "flower", "producer", "results", *WORKERS} <= set(APP_SERVICES)
+    shared = ("EXPLAINQ_BROKER_URL", "EXPLAINQ_DATABASE_URL", "EXPLAINQ_VISIBILITY_TIMEOUT")
+    for key in (*shared, "EXPLAINQ_MODEL"):
+        values = {SERVICES[name]["environment"].get(key) for name in APP_SERVICES}
+        assert len(values) == 1 and None not in values, f"{key} differs: {values}"
+    env = SERVICES["migrate"]["environment"]
+    assert re.fullmatch(rf"redis://:{REF}@redis:6379/\d+", env["EXPLAINQ_BROKER_URL"])
+    assert re.fullmatch(
+        rf"postgresql\+psycopg://explainq:{REF}@postgres:5432/explainq",
+        env["EXPLAINQ_DATABASE_URL"],
+    )
+    default = Settings.model_fields["visibility_timeout"].default
+    assert int(default_of(env["EXPLAINQ_VISIBILITY_TIMEOUT"])) == default == 21600
+
+
+def test_every_explainq_variable_is_a_setting():
+    fields = {f"EXPLAINQ_{name.upper()}" for name in Settings.model_fields}
+    for name in APP_SERVICES:
+        for key in SERVICES[name]["environment"]:
+            assert not key.startswith("EXPLAINQ_") or key in fields, f"{name}: unknown {key}"
+
+
+def test_the_commands_exist_in_the_project():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert command("migrate") == "results migrate" and "results" in scripts
-    assert command("producer").startswith("producer submit") and "producer" in scripts
-    assert (ROOT / "workers" / "celery_app.py").is_file()
+    assert scripts["producer"] == "producer.cli:main"
+    assert scripts["results"] == "db.cli:main"
+    from db.cli import app as results_app
+    from producer.cli import app as producer_app
+
+    results = typer.main.get_command(results_app)
+    producer = typer.main.get_command(producer_app)
+    assert {"migrate", "list"} <= set(results.commands)
+    submit = producer.commands["submit"]
+    assert "--wait" in {opt for param in submit.params for opt in param.opts}
+
+    from celery import Celery
+
+    import workers
+
+    assert isinstance(workers.app, Celery)  # what `celery -A workers` loads
+    import flower  # noqa: F401  (`celery -A workers flower` needs it in the image)
 
 
-def test_no_secret_is_committed_and_the_image_is_not_root():
-    text = (ROOT / "docker-compose.yml").read_text()
-    value = r"(\$\{[^}]*\}|[^@:\s\"]+)"  # a ${VAR...} reference, or a literal
-    secrets = [
-        *re.findall(rf"://[^:@/\s]*:{value}@", text),  # passwords inside URLs
-        *re.findall(rf"--requirepass {value}", text),
-        *[part for pair in re.findall(rf"--basic-auth={value}:{value}", text) for part in pair],
-        *re.findall(rf"(?m)^\s*\w*PASSWORD: {value}", text),
+# --- the image ---------------------------------------------------------------------------------
+
+
+def instructions() -> list[tuple[str, str]]:
+    joined = re.sub(r"\\\n", " ", DOCKERFILE)
+    lines = (line.strip() for line in joined.splitlines())
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
     ]
-    assert len(secrets) >= 7
-    for secret in secrets:
-        assert secret.startswith("${"), f"a literal secret in docker-compose.yml: {secret}"
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    (user,) = re.findall(r"^USER (\S+)", dockerfile, re.M)
+
+
+def test_the_image_runs_as_a_non_root_user():
+    steps = instructions()
+    users = [arg for op, arg in steps if op == "USER"]
+    assert users, "no USER: the image runs as root"
+    user = users[-1].split(":")[0]
     assert user not in ("root", "0")
-    assert "torch==2.13.0" in dockerfile
+    assert user in ("10001", "explainq")
+    assert any(op == "RUN" and "--uid 10001" in arg for op, arg in steps)
+
+
+def test_the_image_installs_pinned_torch_before_the_project():
+    steps = instructions()
+    assert steps[0] == ("FROM", "python:3.11-slim")
+    assert ("ARG", "TORCH_SPEC=torch==2.13.0") in steps
+    runs = [arg for op, arg in steps if op == "RUN"]
+    torch_step = next(i for i, arg in enumerate(runs) if "pip install ${TORCH_SPEC}" in arg)
+    project_step = next(i for i, arg in enumerate(runs) if 'pip install ".[workers]"' in arg)
+    assert torch_step < project_step
+    env = " ".join(arg for op, arg in steps if op == "ENV")
+    assert "HF_HUB_OFFLINE=1" in env and "EXPLAINQ_HOME=/var/lib/explainq" in env
+    assert ("WORKDIR", "/app") in steps
+    for op, arg in steps:
+        if op in ("ENV", "ARG"):
+            assert not re.search(r"PASSWORD|SECRET|TOKEN", arg, re.I), f"a secret in {op}"
+
+
+def test_the_build_context_has_what_the_dockerfile_copies_and_nothing_secret():
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".venv", ".git", ".env", "models", "bench/results", "**/__pycache__"} <= ignored
+    assert {"**/*.db", ".pytest_cache", ".ruff_cache"} <= ignored
+    for op, arg in instructions():
+        if op == "COPY":
+            for source in arg.split()[:-1]:
+                assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
+                assert source not in ignored, f"COPY {source}: excluded by .dockerignore"
+
+
+# --- no secret committed -------------------------------------------------------------------
+
+
+def test_no_secret_value_is_committed():
+    in_url = re.compile(rf"://[^:@/\s]*:((?:{REF}|[^@\s])*)@")  # scheme://user:PASSWORD@
+    urls = [password for s in strings(COMPOSE) for password in in_url.findall(s)]
+    assert len(urls) >= 2  # the broker and the database
+    for password in urls:
+        assert re.fullmatch(REF, password), f"a literal password in a URL: {password}"
+    for name, spec in SERVICES.items():
+        for key, value in (spec.get("environment") or {}).items():
+            if re.search(r"PASSWORD|SECRET|TOKEN|AUTH", key):
+                assert re.fullmatch(REF, str(value)), f"{name}: literal {key}"
+    # Every secret the file needs fails fast when unset, rather than becoming "".
+    for name in SECRETS:
+        assert re.search(rf"\$\{{{name}:\?", COMPOSE_TEXT), f"{name} is not required (:?)"
+        assert not re.search(rf"\$\{{{name}(:?-[^}}]*)?\}}", COMPOSE_TEXT), f"{name} defaulted"
+
+    example = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    assert set(SECRETS) <= set(example)
+    for name in ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "FLOWER_PASSWORD"):
+        assert example[name].startswith("change-me"), f".env.example: {name} not a placeholder"
+
+    if (ROOT / ".git").exists() and shutil.which("git"):
+        tracked = subprocess.run(
+            ["git", "-C", str(ROOT), "ls-files", "--", ".env"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert not tracked.strip(), ".env is committed"

@@ -94,7 +94,7 @@ def _within(delta: torch.Tensor, gap: torch.Tensor, tolerance: float) -> torch.T
 
 
 def _result(scores: torch.Tensor, gap: torch.Tensor, steps: list[int]) -> Attribution:
-    deltas = scores.sum(-1) - gap
+    deltas = scores.double().sum(-1) - gap.double()  # float64: a float32 sum can round to 0
     return Attribution(scores, deltas, steps, deltas.abs() / gap.abs().clamp_min(ABSOLUTE_FLOOR))
 
 
