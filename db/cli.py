@@ -1,204 +1,242 @@
-"""``results``: query the explanations in the database."""
+"""results: read the explanations in the database (list, show, top-tokens, export)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from db import queries, render
 from db.engine import migrate, session_scope
 from db.settings import get_settings
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
-out = Console()
-err = Console(stderr=True)
-CSV_JSON_COLUMNS = ("metadata", "params", "probabilities", "tokens", "attributions", "timings")
+JSON_FLAG = typer.Option(False, "--json", help="Machine-readable JSON on stdout.")
+BATCH = typer.Option(None, "--batch", help="Only this batch (default: every batch).")
 
 
-def _url() -> str:
-    return get_settings().sqlalchemy_url
+def _out() -> Console:
+    # Made per call: rich decides on colour when a Console is made, from the stdout of
+    # that moment (which a test runner swaps).
+    return Console()
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}", highlight=False)
+    first_line = (message.splitlines() or ["failed"])[0]
+    Console(stderr=True).print(Text.assemble(("error: ", "red"), first_line), soft_wrap=True)
     return typer.Exit(1)
 
 
-def _echo_json(value: Any) -> None:
-    typer.echo(json.dumps(value, ensure_ascii=False, default=str))
+@contextmanager
+def _session() -> Iterator[Session]:
+    """A read session whose query errors become one line on stderr and exit status 1."""
+    try:
+        with session_scope(get_settings().sqlalchemy_url) as session:
+            yield session
+    except (ValueError, LookupError) as error:
+        raise _fail(str(error)) from None
+    except SQLAlchemyError as error:
+        hint = " (is the database migrated? `results migrate`)"
+        raise _fail(f"database: {str(error).splitlines()[0]}{hint}") from None
+
+
+def _echo_json(value: Any, stream: TextIO | None = None) -> None:
+    print(json.dumps(value, ensure_ascii=False), file=stream or sys.stdout)
 
 
 @app.command("migrate")
 def migrate_command() -> None:
     """Bring the configured database to the latest schema (safe to run again)."""
-    url = _url()
-    migrate(url)
-    err.print(
-        f"database at the latest schema: {make_url(url).render_as_string(hide_password=True)}"
-    )
+    url = get_settings().sqlalchemy_url
+    shown = make_url(url).render_as_string(hide_password=True)
+    try:
+        migrate(url)
+    except SQLAlchemyError as error:
+        raise _fail(f"cannot migrate {shown}: {str(error).splitlines()[0]}") from None
+    _out().print(Text(f"database at the latest schema: {shown}"), soft_wrap=True)
 
 
 @app.command("list")
 def list_command(
-    batch: str | None = typer.Option(None, help="Only this batch."),
+    batch: str | None = BATCH,
     label: str | None = typer.Option(None, help="Only this predicted label."),
     min_confidence: float | None = typer.Option(None, help="Only at least this probability."),
-    status: str | None = typer.Option(None, help="pending, running, done or failed."),
+    status: str | None = typer.Option(None, help=f"One of: {', '.join(queries.STATUSES)}."),
     method: str = typer.Option("lig", help="Attribution method."),
     order: str = typer.Option("id", help=f"One of: {', '.join(queries.ORDERS)}."),
     limit: int = typer.Option(50, help=f"At most {queries.MAX_LIMIT}."),
-    offset: int = typer.Option(0),
-    as_json: bool = typer.Option(False, "--json"),
+    offset: int = typer.Option(0, help="Skip this many first."),
+    as_json: bool = JSON_FLAG,
 ) -> None:
     """List documents with their label, confidence and top tokens."""
-    with session_scope(_url()) as session:
-        try:
-            rows = queries.list_documents(
-                session,
-                batch=batch,
-                label=label,
-                min_confidence=min_confidence,
-                status=status,
-                method=method,
-                limit=limit,
-                offset=offset,
-                order=order,
-            )
-        except ValueError as error:
-            raise _fail(str(error)) from None
+    with _session() as session:
+        rows = queries.list_documents(
+            session,
+            batch=batch,
+            label=label,
+            min_confidence=min_confidence,
+            status=status,
+            method=method,
+            limit=limit,
+            offset=offset,
+            order=order,
+        )
     if as_json:
         _echo_json([row.as_json() for row in rows])
     else:
-        out.print(render.results_table(rows))
+        _out().print(render.results_table(rows))
 
 
 @app.command("show")
 def show_command(
-    doc: str = typer.Argument(..., help="Document: internal id or your id."),
-    batch: str | None = typer.Option(None, help="Batch, when your id is in several."),
-    as_json: bool = typer.Option(False, "--json"),
+    doc: str = typer.Argument(..., help="The document: your id, or the internal id (doc)."),
+    batch: str | None = typer.Option(None, help="The batch, when your id is in several."),
+    as_json: bool = JSON_FLAG,
 ) -> None:
-    """Show a document's tokens coloured by attribution, with its provenance."""
-    with session_scope(_url()) as session:
-        try:
-            document = queries.find_document(session, doc, batch)
-        except LookupError as error:
-            raise _fail(str(error)) from None
-        records = [
-            r
-            for r in queries.export_rows(session, batch=document.batch_id)
-            if r["document_id"] == document.external_id
-        ]
-        if as_json:
-            _echo_json(records)
-            return
-        if not document.explanations:
-            out.print(
-                f"document {document.external_id}: {document.status.value.lower()}"
-                + (f" — {document.error}" if document.error else "")
+    """Show a document's words coloured by attribution, with the provenance."""
+    with _session() as session:
+        document = queries.find_document(session, doc, batch)
+        records = queries.document_records(session, document)
+        internal_id = document.id
+    if as_json:
+        _echo_json(records)
+        return
+    out = _out()
+    for record in records:
+        heading = f"document {internal_id} · your id {record['document_id']}"
+        if record["tokens"] is None:
+            error = f": {record['error']}" if record["error"] else ""
+            out.print(Text(f"{heading} · {record['status']}{error}"), soft_wrap=True)
+            continue
+        title = f"{heading} · {record['method']}"
+        out.print(
+            render.heatmap(
+                record["tokens"],
+                record["attributions"],
+                record["label"],
+                record["probabilities"],
+                title=title,
             )
-            return
-        for explanation in document.explanations:
-            out.print(
-                render.heatmap(
-                    explanation.tokens,
-                    explanation.attributions,
-                    explanation.label,
-                    explanation.probabilities,
-                    title=f"{document.external_id} · {explanation.method}",
-                )
-            )
-            model = explanation.model
-            out.print(
-                render.details_table(
-                    {
-                        "batch": document.batch_id,
-                        "model": f"{model.name} sha256 {model.sha256[:12]}… ({model.path})",
-                        "params": json.dumps(explanation.params),
-                        "steps": explanation.steps,
-                        "convergence delta": f"{explanation.convergence_delta:.3g} "
-                        f"(relative {explanation.relative_gap or 0:.2g})",
-                        "truncated": explanation.truncated,
-                        "device": explanation.device,
-                        "worker": explanation.worker,
-                        "created": explanation.created_at.isoformat(timespec="seconds"),
-                    }
-                )
-            )
+        )
+        out.print(render.details_table(_provenance(record)))
+
+
+def _provenance(record: dict[str, Any]) -> dict[str, Any]:
+    delta, gap = record["convergence_delta"], record["relative_gap"]
+    return {
+        "batch": record["batch_id"],
+        "model": f"{record['model']} sha256 {record['model_sha256'][:12]} ({record['model_path']})",
+        "params": json.dumps(record["params"], sort_keys=True),
+        "convergence delta": "n/a"
+        if delta is None
+        else f"{delta:.3g}" + ("" if gap is None else f" (relative {gap:.2g})"),
+        "truncated": record["truncated"],
+        "device": record["device"],
+        "worker": record["worker"],
+        "metadata": json.dumps(record["metadata"], ensure_ascii=False),
+        "created": record["created_at"],
+    }
 
 
 @app.command("top-tokens")
 def top_tokens_command(
     label: str = typer.Option(..., help="The predicted label to explain."),
-    batch: str | None = typer.Option(None, help="Only this batch (default: everything)."),
-    method: str = typer.Option("lig"),
+    batch: str | None = BATCH,
+    method: str = typer.Option("lig", help="Attribution method."),
     min_count: int = typer.Option(2, help="Only words in at least this many documents."),
-    limit: int = typer.Option(20),
-    as_json: bool = typer.Option(False, "--json"),
+    limit: int = typer.Option(20, help="How many words."),
+    as_json: bool = JSON_FLAG,
 ) -> None:
-    """The words that push documents toward LABEL most, across a batch or the database."""
-    with session_scope(_url()) as session:
+    """The words that push documents toward LABEL most, over a batch or everything."""
+    with _session() as session:
         rows = queries.top_tokens(
             session, label=label, batch=batch, method=method, min_count=min_count, limit=limit
         )
     if as_json:
         _echo_json(rows)
     else:
-        out.print(render.top_tokens_table(rows, label))
+        _out().print(render.top_tokens_table(rows, label))
 
 
 @app.command("export")
 def export_command(
     fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv."),
-    batch: str | None = typer.Option(None, help="Only this batch (default: everything)."),
+    batch: str | None = BATCH,
     method: str | None = typer.Option(None, help="Only this method."),
     output: Path | None = typer.Option(None, "-o", "--output", help="File (default: stdout)."),
 ) -> None:
-    """Export one record per explanation (and per failed document)."""
+    """Export one record per explanation, and one per failed document."""
     if fmt not in ("jsonl", "csv"):
         raise _fail(f"unknown format {fmt!r}; use jsonl or csv")
-    target = output.open("w", encoding="utf-8", newline="") if output else nullcontext(sys.stdout)
-    count = 0
-    with session_scope(_url()) as session, target as handle:
-        writer = None
-        for record in queries.export_rows(session, batch=batch, method=method):
-            if fmt == "jsonl":
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            else:
-                if writer is None:
-                    writer = csv.DictWriter(handle, fieldnames=list(record))
-                    writer.writeheader()
-                writer.writerow(
-                    {
-                        k: json.dumps(v, ensure_ascii=False) if k in CSV_JSON_COLUMNS else v
-                        for k, v in record.items()
-                    }
-                )
-            count += 1
+    handle = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
+    try:
+        with _session() as session:
+            records = queries.export_rows(session, batch=batch, method=method)
+            count = _write_csv(records, handle) if fmt == "csv" else _write_jsonl(records, handle)
+    except BaseException:
+        if output:  # a partial export must not pass for a complete one
+            handle.close()
+            output.unlink(missing_ok=True)
+        raise
     if output:
-        err.print(f"{count} records written to {output}")
+        handle.close()
+        Console(stderr=True).print(Text(f"{count} records written to {output}"), soft_wrap=True)
+
+
+def _write_jsonl(records: Iterator[dict[str, Any]], handle: TextIO) -> int:
+    count = 0
+    for record in records:
+        _echo_json(record, handle)
+        count += 1
+    return count
+
+
+def _write_csv(records: Iterator[dict[str, Any]], handle: TextIO) -> int:
+    """CSV with the JSONL keys; lists and objects JSON-encoded in their cells."""
+    writer = csv.DictWriter(handle, fieldnames=queries.EXPORT_FIELDS)
+    writer.writeheader()
+    count = 0
+    for record in records:
+        count += 1
+        writer.writerow(
+            {
+                key: json.dumps(value, ensure_ascii=False)
+                if isinstance(value, list | dict)
+                else value
+                for key, value in record.items()
+            }
+        )
+    return count
 
 
 @app.command("batches")
 def batches_command(
-    limit: int = typer.Option(20), as_json: bool = typer.Option(False, "--json")
+    limit: int = typer.Option(20, help="How many, most recent first."), as_json: bool = JSON_FLAG
 ) -> None:
-    """Recent batches with their document counts."""
-    with session_scope(_url()) as session:
+    """Recent batches with their documents counted per status, and rejected lines."""
+    with _session() as session:
         rows = queries.batch_summaries(session, limit)
     if as_json:
         _echo_json(rows)
-        return
-    out.print(render.batches_table(rows))
+    else:
+        _out().print(render.batches_table(rows))
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except BrokenPipeError:  # `results export | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

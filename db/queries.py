@@ -1,28 +1,43 @@
 """The read side: what the results CLI and the demo ask of the database.
 
-Only SQLAlchemy expressions build SQL here; sort orders and filters come from
-whitelists, so nothing a user types reaches the database as SQL.
+Only SQLAlchemy expressions build SQL here, and sort orders and statuses come from
+whitelists, so nothing a user types reaches the database as SQL. Queries over all
+explanations stream (``yield_per``) so a corpus never has to fit in memory.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import dataclasses
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import ColumnElement, Result, Select, func, select
 from sqlalchemy.orm import Session, aliased
 
 from db.models import Batch, Document, Explanation, Model, Status
 
-SPECIAL_TOKENS = frozenset({"[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>"})
+SPECIAL_TOKENS = frozenset({"[CLS]", "[SEP]", "[PAD]"})
 MAX_LIMIT = 10_000
+STREAM_ROWS = 500
 ORDERS = ("id", "confidence", "-confidence", "label", "status")
+STATUSES = tuple(status.value.lower() for status in Status)
+EXPLANATION_FIELDS = (
+    "method", "params", "label", "confidence", "probabilities", "tokens", "attributions",
+    "convergence_delta", "relative_gap", "steps", "truncated", "worker", "device", "timings",
+)  # fmt: skip
+EXPORT_FIELDS = (
+    "batch_id", "document_id", "text", "metadata", "status", "error",
+    "model", "model_path", "model_sha256", *EXPLANATION_FIELDS, "created_at",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class DocumentRow:
+    """One line of ``results list``: a document and, once explained, its explanation."""
+
     id: int
     external_id: str
     batch_id: str
@@ -33,16 +48,17 @@ class DocumentRow:
     error: str | None
 
     def as_json(self) -> dict[str, Any]:
-        return self.__dict__
+        return dataclasses.asdict(self)
 
 
 def merge_wordpieces(tokens: Sequence[str], scores: Sequence[float]) -> list[tuple[str, float]]:
-    """Words with their summed scores: a ``##`` piece joins the word before it."""
+    """Words with summed scores, without special tokens: people read words, and a word's
+    evidence is the sum of its pieces' (attributions are additive)."""
     words: list[tuple[str, float]] = []
     for token, score in zip(tokens, scores, strict=True):
         if token in SPECIAL_TOKENS:
             continue
-        if token.startswith("##") and words:
+        if token.startswith("##") and len(token) > 2 and words:
             word, total = words[-1]
             words[-1] = (word + token[2:], total + score)
         else:
@@ -51,16 +67,19 @@ def merge_wordpieces(tokens: Sequence[str], scores: Sequence[float]) -> list[tup
 
 
 def top_words(tokens: Sequence[str], scores: Sequence[float], n: int = 3) -> list[str]:
-    ranked = sorted(merge_wordpieces(tokens, scores), key=lambda pair: pair[1], reverse=True)
-    return [word for word, score in ranked[:n] if score > 0]
+    """The ``n`` words pushing hardest toward the predicted label (positive scores only)."""
+    strongest: dict[str, str] = {}  # lower case -> the word as written, strongest first
+    for word, score in sorted(merge_wordpieces(tokens, scores), key=lambda pair: -pair[1]):
+        if score > 0:
+            strongest.setdefault(word.lower(), word)
+    return list(strongest.values())[:n]
 
 
 def parse_status(status: str) -> Status:
-    try:
-        return Status(status.upper())
-    except ValueError:
-        known = ", ".join(s.value.lower() for s in Status)
-        raise ValueError(f"unknown status {status!r}; known: {known}") from None
+    """A status as users type it (any case), or a ValueError listing the valid ones."""
+    if status.lower() not in STATUSES:
+        raise ValueError(f"unknown status {status!r}; known: {', '.join(STATUSES)}")
+    return Status(status.upper())
 
 
 def list_documents(
@@ -75,17 +94,16 @@ def list_documents(
     offset: int = 0,
     order: str = "id",
 ) -> list[DocumentRow]:
-    """Documents with their explanation by ``method`` (none while pending or failed)."""
+    """Documents with their ``method`` explanation, left-joined because a pending or
+    failed document has none; one row per explanation if several models explained it."""
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r}; known: {', '.join(ORDERS)}")
     explanation = aliased(Explanation)
+    on = (explanation.document_id == Document.id) & (explanation.method == method)
     query = (
         select(Document, explanation)
-        .outerjoin(
-            explanation,
-            (explanation.document_id == Document.id) & (explanation.method == method),
-        )
-        .order_by(*_order_by(order, explanation))
+        .outerjoin(explanation, on)
+        .order_by(*_order_by(order, explanation), explanation.id)
         .limit(max(0, min(limit, MAX_LIMIT)))
         .offset(max(0, offset))
     )
@@ -112,7 +130,8 @@ def list_documents(
     ]
 
 
-def _order_by(order: str, explanation: Any) -> tuple[Any, ...]:
+def _order_by(order: str, explanation: Any) -> tuple[ColumnElement[Any], ...]:
+    # NULLS LAST explicitly: PostgreSQL and SQLite disagree on where NULLs sort.
     return {
         "id": (Document.id,),
         "confidence": (explanation.confidence.asc().nulls_last(), Document.id),
@@ -122,25 +141,36 @@ def _order_by(order: str, explanation: Any) -> tuple[Any, ...]:
     }[order]
 
 
-def find_document(session: Session, ref: str | int, batch: str | None = None) -> Document:
-    """By internal id, or by the user's id (which must then be unambiguous)."""
-    query = select(Document).where(Document.external_id == str(ref))
-    if str(ref).isdigit():
-        query = select(Document).where(
-            or_(Document.id == int(ref), Document.external_id == str(ref))
-        )
+def find_document(session: Session, ref: int | str, batch: str | None = None) -> Document:
+    """A document by the user's id, or by internal id (an ``int``, or digits).
+
+    Raises LookupError when nothing matches and ValueError when the reference could be
+    several documents (never a silent pick): a user's id in several batches, or digits
+    that are one document's user id and another's internal id. With ``batch``, the
+    user's id in that batch wins.
+    """
+    scoped = select(Document).order_by(Document.id)
     if batch:
-        query = query.where(Document.batch_id == batch)
-    found = session.scalars(query).all()
-    if not found:
-        raise LookupError(f"no document {ref!r}" + (f" in batch {batch}" if batch else ""))
-    if len(found) > 1:
-        by_id = [d for d in found if d.id == int(ref)] if str(ref).isdigit() else []
-        if len(by_id) == 1 and not batch:
-            return by_id[0]
-        batches = ", ".join(sorted({d.batch_id for d in found}))
-        raise LookupError(f"document id {ref!r} is in several batches ({batches}); pass --batch")
-    return found[0]
+        scoped = scoped.where(Document.batch_id == batch)
+    text = str(ref)
+    mine: Sequence[Document] = []
+    if not isinstance(ref, int):
+        mine = session.scalars(scoped.where(Document.external_id == text)).all()
+    if len(mine) > 1:
+        batches = ", ".join(doc.batch_id for doc in mine)
+        raise ValueError(f"document {text!r} is in several batches ({batches}); pass a batch")
+    by_id = None
+    if text.isascii() and text.isdigit() and len(text) < 19 and not (batch and mine):
+        by_id = session.scalars(scoped.where(Document.id == int(text))).first()
+    if mine and by_id and by_id.id != mine[0].id:
+        raise ValueError(
+            f"{text!r} is ambiguous: your id of document {mine[0].id} (batch {mine[0].batch_id})"
+            f" and the internal id of document {by_id.id} (your id {by_id.external_id!r}, batch"
+            f" {by_id.batch_id}); pass a batch, or use that document's own id"
+        )
+    if not mine and by_id is None:
+        raise LookupError(f"no document {text!r}" + (f" in batch {batch}" if batch else ""))
+    return mine[0] if mine else by_id
 
 
 def top_tokens(
@@ -152,40 +182,31 @@ def top_tokens(
     min_count: int = 2,
     limit: int = 20,
 ) -> list[dict[str, Any]]:
-    """Words that push documents toward ``label``, over a batch or the whole database:
-    mean attribution per occurrence, in one streaming pass over the explanations."""
-    query = (
-        select(Explanation.document_id, Explanation.tokens, Explanation.attributions)
-        .where(Explanation.label == label, Explanation.method == method)
-        .execution_options(yield_per=500)
+    """The words that push documents toward ``label``, over a batch or everything: mean
+    attribution per occurrence, in one streaming pass (a corpus need not fit in memory;
+    only the per-word totals do)."""
+    query = select(Explanation.tokens, Explanation.attributions).where(
+        Explanation.label == label, Explanation.method == method
     )
     if batch:
         query = query.join(Document, Document.id == Explanation.document_id).where(
             Document.batch_id == batch
         )
-    total: dict[str, float] = defaultdict(float)
-    occurrences: dict[str, int] = defaultdict(int)
-    documents: dict[str, int] = defaultdict(int)
-    for _, tokens, scores in session.execute(query):
-        seen = set()
-        for word, score in merge_wordpieces(tokens, scores):
-            word = word.lower()
+    total: defaultdict[str, float] = defaultdict(float)
+    occurrences: Counter[str] = Counter()
+    documents: Counter[str] = Counter()
+    for tokens, scores in _stream(session, query):
+        words = [(word.lower(), score) for word, score in merge_wordpieces(tokens, scores)]
+        for word, score in words:
             total[word] += score
             occurrences[word] += 1
-            seen.add(word)
-        for word in seen:
-            documents[word] += 1
+        documents.update({word for word, _ in words})
     rows = [
-        {
-            "token": word,
-            "mean_attribution": total[word] / occurrences[word],
-            "total_attribution": total[word],
-            "occurrences": occurrences[word],
-            "documents": documents[word],
-        }
-        for word in total
-        if documents[word] >= min_count
-    ]
+        {"token": word, "mean_attribution": total[word] / occurrences[word],
+         "total_attribution": total[word], "occurrences": occurrences[word], "documents": count}
+        for word, count in documents.items()
+        if count >= min_count
+    ]  # fmt: skip
     rows.sort(key=lambda row: (-row["mean_attribution"], row["token"]))
     return rows[: max(0, min(limit, MAX_LIMIT))]
 
@@ -193,83 +214,75 @@ def top_tokens(
 def export_rows(
     session: Session, *, batch: str | None = None, method: str | None = None
 ) -> Iterator[dict[str, Any]]:
-    """One record per explanation, then one per FAILED document (which has none)."""
-    explained = (
-        select(Explanation, Document, Model)
-        .join(Document, Document.id == Explanation.document_id)
-        .join(Model, Model.id == Explanation.model_id)
-        .order_by(Explanation.id)
-        .execution_options(yield_per=500)
-    )
-    failed: Select = (
-        select(Document)
-        .where(Document.status == Status.FAILED)
-        .order_by(Document.id)
-        .execution_options(yield_per=500)
-    )
+    """One record per explanation, then one per FAILED document (which has none, so its
+    explanation fields are null), keyed by ``EXPORT_FIELDS``; streamed."""
+    explained = select(Explanation, Document, Model).join(Document).join(Model)
+    explained = explained.order_by(Explanation.id)
+    failed = select(Document).where(Document.status == Status.FAILED).order_by(Document.id)
     if batch:
         explained = explained.where(Document.batch_id == batch)
         failed = failed.where(Document.batch_id == batch)
     if method:
         explained = explained.where(Explanation.method == method)
-    for exp, doc, model in session.execute(explained):
-        yield _export_record(doc, exp, model)
-    for doc in session.scalars(failed):
-        yield _export_record(doc, None, None)
+    for exp, doc, model in _stream(session, explained):
+        yield export_record(doc, exp, model)
+    for (doc,) in _stream(session, failed):
+        yield export_record(doc, None, None)
 
 
-def _export_record(doc: Document, exp: Explanation | None, model: Model | None) -> dict[str, Any]:
-    return {
-        "batch_id": doc.batch_id,
-        "document_id": doc.external_id,
-        "text": doc.text,
-        "metadata": doc.meta,
-        "status": "done" if exp else doc.status.value.lower(),
-        "error": doc.error,
-        "model": model.name if model else None,
-        "model_path": model.path if model else None,
-        "model_sha256": model.sha256 if model else None,
-        "method": exp.method if exp else None,
-        "params": exp.params if exp else None,
-        "label": exp.label if exp else None,
-        "confidence": exp.confidence if exp else None,
-        "probabilities": exp.probabilities if exp else None,
-        "tokens": exp.tokens if exp else None,
-        "attributions": exp.attributions if exp else None,
-        "convergence_delta": exp.convergence_delta if exp else None,
-        "relative_gap": exp.relative_gap if exp else None,
-        "steps": exp.steps if exp else None,
-        "truncated": exp.truncated if exp else None,
-        "worker": exp.worker if exp else None,
-        "device": exp.device if exp else None,
-        "timings": exp.timings if exp else None,
-        "created_at": (exp.created_at if exp else doc.updated_at).isoformat(),
-    }
+def document_records(session: Session, document: Document) -> list[dict[str, Any]]:
+    """A document's export records: one per explanation, or one bare record (any status)."""
+    query = select(Explanation, Model).join(Model).where(Explanation.document_id == document.id)
+    explained = session.execute(query.order_by(Explanation.id))
+    records = [export_record(document, exp, model) for exp, model in explained]
+    return records or [export_record(document, None, None)]
+
+
+def export_record(doc: Document, exp: Explanation | None, model: Model | None) -> dict[str, Any]:
+    """The flat, JSON-ready record of one explanation (or of a document without one)."""
+    record = dict.fromkeys(EXPORT_FIELDS)
+    record.update(
+        batch_id=doc.batch_id,
+        document_id=doc.external_id,
+        text=doc.text,
+        metadata=doc.meta,
+        status="done" if exp else doc.status.value.lower(),
+        error=doc.error,
+        created_at=_iso(exp.created_at if exp else doc.updated_at),
+    )
+    if exp and model:
+        record.update(model=model.name, model_path=model.path, model_sha256=model.sha256)
+        record.update({key: getattr(exp, key) for key in EXPLANATION_FIELDS})
+    return record
 
 
 def batch_summaries(session: Session, limit: int = 20) -> list[dict[str, Any]]:
+    """The most recent batches with their documents counted per status."""
     batches = session.scalars(
-        select(Batch).order_by(Batch.created_at.desc()).limit(min(limit, MAX_LIMIT))
+        select(Batch).order_by(Batch.created_at.desc()).limit(max(0, min(limit, MAX_LIMIT)))
     ).all()
-    counts: dict[str, dict[str, int]] = defaultdict(dict)
+    counts: dict[tuple[str, str], int] = {}
     if batches:
         rows = session.execute(
             select(Document.batch_id, Document.status, func.count())
             .where(Document.batch_id.in_([b.id for b in batches]))
             .group_by(Document.batch_id, Document.status)
         )
-        for batch_id, status, count in rows:
-            counts[batch_id][Status(status).value.lower()] = count
+        counts = {(b, Status(s).value.lower()): n for b, s, n in rows}
+    fields = ("source", "model", "methods", "submitted", "rejected")
     return [
-        {
-            "batch_id": b.id,
-            "created_at": b.created_at.isoformat(),
-            "source": b.source,
-            "model": b.model,
-            "methods": b.methods,
-            "submitted": b.submitted,
-            "rejected": b.rejected,
-            **{s.value.lower(): counts[b.id].get(s.value.lower(), 0) for s in Status},
-        }
+        {"batch_id": b.id, "created_at": _iso(b.created_at), **{f: getattr(b, f) for f in fields},
+         **{status: counts.get((b.id, status), 0) for status in STATUSES}}
         for b in batches
-    ]
+    ]  # fmt: skip
+
+
+def _stream(session: Session, query: Select[Any]) -> Result[Any]:
+    # The yield_per execution option is what makes the ORM build objects in chunks and
+    # the driver use a server-side cursor; Result.yield_per alone only sets the fetch size.
+    return session.execute(query.execution_options(yield_per=STREAM_ROWS)).yield_per(STREAM_ROWS)
+
+
+def _iso(moment: datetime) -> str:
+    # SQLite hands back naive datetimes; they were written in UTC.
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()

@@ -1,8 +1,13 @@
-"""Rich renderables for the results CLI and the demo; no database access here."""
+"""Rich renderables for the results CLI and the demo; no database access here.
+
+Everything that came from users or models (ids, labels, words, errors) goes in as
+``Text``, never as a markup string, so a ``[red]`` in a document cannot restyle the
+output or crash it with a markup error.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Group
@@ -12,31 +17,26 @@ from rich.text import Text
 
 from db.queries import DocumentRow, merge_wordpieces
 
-POSITIVE, NEGATIVE = (34, 139, 34), (200, 40, 40)  # toward / against the predicted label
+TOWARD, AGAINST = (34, 139, 34), (200, 40, 40)  # green / red at full strength
+STATUS_STYLES = {"done": "green", "failed": "red", "running": "cyan", "pending": "yellow"}
 
 
 def results_table(rows: Sequence[DocumentRow]) -> Table:
+    """``results list``: one line per document (``doc`` is the internal id, ``id`` yours)."""
     table = Table(title="explanations", title_justify="left")
-    for column, justify in (
-        ("doc", "right"),
-        ("id", "left"),
-        ("batch", "left"),
-        ("status", "left"),
-        ("label", "left"),
-        ("confidence", "right"),
-        ("top tokens", "left"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for column in ("doc", "id", "batch", "status", "label", "confidence", "top tokens"):
+        table.add_column(column, justify="right" if column in ("doc", "confidence") else "left")
     for row in rows:
-        status_style = {"done": "green", "failed": "red"}.get(row.status, "yellow")
+        error = (row.error or "").splitlines()[:1]
+        detail = ", ".join(row.top_tokens) if row.top_tokens else "".join(error)[:80]
         table.add_row(
             str(row.id),
-            row.external_id,
+            Text(row.external_id),
             row.batch_id[:8],
-            Text(row.status, style=status_style),
-            row.label or "",
+            Text(row.status, style=STATUS_STYLES.get(row.status, "")),
+            Text(row.label or ""),
             "" if row.confidence is None else f"{row.confidence:.2f}",
-            ", ".join(row.top_tokens) if row.top_tokens else (row.error or "")[:60],
+            Text(detail, style="" if row.top_tokens else "red"),
         )
     return table
 
@@ -45,67 +45,95 @@ def heatmap(
     tokens: Sequence[str],
     attributions: Sequence[float],
     label: str,
-    probabilities: dict[str, float],
+    probabilities: Mapping[str, float],
     title: str = "",
 ) -> Panel:
-    """The document's words on a background whose strength is the word's share of the
-    largest |attribution|: green pushes toward ``label``, red against it."""
+    """The document's words on a background as strong as the word's share of the
+    document's largest |attribution|: green pushes toward ``label``, red against it.
+    The strongest words are also listed with their scores, for output without colour."""
     words = merge_wordpieces(tokens, attributions)
     scale = max((abs(score) for _, score in words), default=0.0) or 1.0
     text = Text()
     for word, score in words:
-        strength = abs(score) / scale
-        base = POSITIVE if score >= 0 else NEGATIVE
-        r, g, b = (round(255 - (255 - c) * strength) for c in base)
-        text.append(word, style=f"black on rgb({r},{g},{b})")
+        text.append(word, style=_shade(score / scale))
         text.append(" ")
-    probs = "  ".join(f"{name} {p:.2f}" for name, p in probabilities.items())
     legend = Text.assemble(
-        ("toward ", ""),
-        ("  ", f"on rgb{POSITIVE}"),
-        ("  against ", ""),
-        ("  ", f"on rgb{NEGATIVE}"),
-        (f"  {label}   {probs}", "bold"),
+        (" toward ", f"black on rgb{TOWARD}"),
+        (" against ", f"black on rgb{AGAINST}"),
+        (f" {label!r}; shade: |attribution| / {scale:.3g}, the largest here", "dim"),
     )
-    return Panel(Group(text, legend), title=title, title_align="left")
+    ranked = sorted(probabilities.items(), key=lambda item: item[1], reverse=True)
+    probs = Text("  ").join(
+        Text(f"{name} {p:.3f}", style="bold" if name == label else "") for name, p in ranked
+    )
+    return Panel(
+        Group(text, Text(), _strongest(words, scale), legend, probs),
+        title=Text(title),
+        title_align="left",
+    )
 
 
-def top_tokens_table(rows: Sequence[dict[str, Any]], label: str) -> Table:
-    table = Table(title=f"tokens pushing toward {label!r}", title_justify="left")
-    for column in ("token", "mean attribution", "documents", "occurrences"):
-        table.add_column(column, justify="left" if column == "token" else "right")
+def _shade(strength: float) -> str:
+    """Black on a blend from white (0) to full green (1) or red (-1)."""
+    if abs(strength) < 0.05:
+        return ""
+    base = TOWARD if strength > 0 else AGAINST
+    r, g, b = (round(255 - (255 - c) * min(abs(strength), 1.0)) for c in base)
+    return f"black on rgb({r},{g},{b})"
+
+
+def _strongest(words: list[tuple[str, float]], scale: float, n: int = 3) -> Text:
+    """The ``n`` strongest words each way, as the shading shows them (unshaded: left out)."""
+    ranked = sorted((pair for pair in words if _shade(pair[1] / scale)), key=lambda p: p[1])
+    toward = [f"{w} {s:+.3g}" for w, s in reversed(ranked[-n:]) if s > 0]
+    against = [f"{w} {s:+.3g}" for w, s in ranked[:n] if s < 0]
+    return Text(f"toward: {', '.join(toward) or '-'}  against: {', '.join(against) or '-'}")
+
+
+def top_tokens_table(rows: Sequence[Mapping[str, Any]], label: str | None = None) -> Table:
+    """``results top-tokens``: words by mean attribution toward the label."""
+    title = f"words pushing toward {label!r}" if label else "words by mean attribution"
+    table = Table(title=Text(title), title_justify="left")
+    for column in ("word", "mean attribution", "total", "documents", "occurrences"):
+        table.add_column(column, justify="left" if column == "word" else "right")
     for row in rows:
         table.add_row(
-            row["token"],
+            Text(row["token"]),
             f"{row['mean_attribution']:+.4f}",
+            f"{row['total_attribution']:+.4f}",
             str(row["documents"]),
             str(row["occurrences"]),
         )
     return table
 
 
-def details_table(fields: dict[str, Any]) -> Table:
+def details_table(fields: Mapping[str, Any]) -> Table:
+    """Key / value lines (provenance under a heatmap)."""
     table = Table.grid(padding=(0, 2))
     for key, value in fields.items():
-        table.add_row(Text(key, style="bold"), str(value))
+        table.add_row(Text(key, style="bold"), Text(str(value)))
     return table
 
 
-def batches_table(rows: Sequence[dict[str, Any]]) -> Table:
-    table = Table(title="batches", title_justify="left")
-    columns = (
-        "batch_id",
-        "created_at",
-        "source",
-        "submitted",
-        "rejected",
-        "done",
-        "failed",
-        "pending",
-        "running",
-    )
-    for column in columns:
-        table.add_column(column.replace("_", " "))
+def batches_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """``results batches``: recent batches with their counts. The batch id is never cut
+    (it is what ``--batch`` takes) and the counts fit in 80 columns; the source gives way."""
+    table = Table(
+        title="batches", title_justify="left", caption_justify="left", box=None,
+        padding=(0, 1, 0, 0), show_edge=False,
+        caption="left: pending or running; rej.: rejected input lines",
+    )  # fmt: skip
+    table.add_column("batch", no_wrap=True, min_width=36)
+    table.add_column("created", no_wrap=True)
+    for header in ("docs", "rej.", "done", "fail", "left"):
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("source", overflow="ellipsis")  # wrapable: shrinks first
     for row in rows:
-        table.add_row(*(str(row[c])[:19] if c == "created_at" else str(row[c]) for c in columns))
+        counts = (row["submitted"], row["rejected"], row["done"], row["failed"])
+        table.add_row(
+            row["batch_id"],
+            str(row["created_at"])[:16].replace("T", " "),
+            *map(str, (*counts, row["pending"] + row["running"])),
+            Text(row["source"]),
+        )
     return table
