@@ -81,6 +81,8 @@ class Document(Base):
     __table_args__ = (
         UniqueConstraint("batch_id", "external_id", name="uq_documents_batch_external_id"),
         Index("ix_documents_batch_status", "batch_id", "status"),
+        Index("ix_documents_external_id", "external_id"),  # `results show <your id>`
+        Index("ix_documents_status_updated", "status", "updated_at"),  # the sweeper
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -112,7 +112,7 @@ def register_model(
         name=name, path=path, sha256=sha256, labels=labels, info=info, created_at=utcnow()
     )
     session.execute(statement.on_conflict_do_nothing(index_elements=["name", "sha256"]))
-    return session.scalar(select(Model.id).where(Model.name == name, Model.sha256 == sha256))
+    return session.scalars(select(Model.id).where(Model.name == name, Model.sha256 == sha256)).one()
 
 
 def save_explanations(session: Session, rows: Sequence[dict[str, Any]]) -> int:

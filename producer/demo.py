@@ -137,7 +137,7 @@ def show_results(url: str, batch_id: str) -> None:
     console.rule("explore what the demo made")
     for command in (
         f"results list --batch {batch_id}",
-        f"results show {best.id if best else '<document>'}",
+        f"results show {best.external_id if best else '<document>'} --batch {batch_id}",
         "results top-tokens --label positive --min-count 1",
         f"results export --format jsonl --batch {batch_id} -o demo.jsonl",
     ):

@@ -67,6 +67,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("documents", schema=None) as batch_op:
         batch_op.create_index("ix_documents_batch_status", ["batch_id", "status"], unique=False)
+        batch_op.create_index("ix_documents_external_id", ["external_id"], unique=False)
+        batch_op.create_index("ix_documents_status_updated", ["status", "updated_at"], unique=False)
 
     op.create_table(
         "rejections",
@@ -129,6 +131,8 @@ def downgrade() -> None:
 
     op.drop_table("rejections")
     with op.batch_alter_table("documents", schema=None) as batch_op:
+        batch_op.drop_index("ix_documents_status_updated")
+        batch_op.drop_index("ix_documents_external_id")
         batch_op.drop_index("ix_documents_batch_status")
 
     op.drop_table("documents")
