@@ -101,7 +101,7 @@ def test_adaptive_steps_meet_the_tolerance_on_every_document(classifier):
         lig = result.methods["lig"]
         assert lig.params["n_steps"] == "auto" and lig.params["tolerance"] == 0.01
         assert lig.relative_gap <= 0.01 or abs(lig.convergence_delta) <= 1e-4
-        assert lig.steps in (4, 8, 16, 32, 64, 128, 256)
+        assert 4 <= lig.steps <= 256
         assert cosine(lig.attributions, ref.methods["lig"].attributions) > 0.99
 
 
