@@ -23,8 +23,10 @@ def no_torch_path(tmp_path):
 
 @pytest.mark.slow
 def test_producer_submits_and_waits_without_torch(system, write, no_torch_path):
-    check = subprocess.run([sys.executable, "-c", "import torch"], env={**system.env, "PYTHONPATH": no_torch_path},
-                           capture_output=True, text=True)  # fmt: skip
+    env = {**system.env, "PYTHONPATH": no_torch_path}
+    check = subprocess.run(
+        [sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True
+    )
     assert "torch is blocked" in check.stderr  # the blocker itself works
     path = write("plain.txt", "the producer never loads a model\n")
     done = system.producer("submit", str(path), "--wait", "--json", PYTHONPATH=no_torch_path)

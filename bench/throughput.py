@@ -1,0 +1,260 @@
+"""Attribution throughput and quality, side by side with the per-document Captum loop.
+
+    .venv/bin/python bench/throughput.py [--model DIR] [--short 48] [--long 12]
+
+Runs in one process, on the same documents (held-out Rotten Tomatoes sentences, plus
+long documents of ~128-256 tokens made of consecutive sentences):
+
+1. baseline: a per-document Captum LayerIntegratedGradients loop at n_steps=50, the way
+   TorchServe's explain handler and the Captum tutorials do it;
+2. transformers-interpret's SequenceClassificationExplainer, if it imports;
+3. the explainq engine at n_steps=50;
+4. the explainq engine with adaptive steps;
+5. the whole system: ``producer submit`` -> Redis -> a worker -> the database, from
+   submit to the last row (worker started and warmed beforehand).
+
+For each: documents per second, ratio to the baseline, peak memory above the start,
+the largest relative completeness gap, and the minimum cosine similarity to a
+Gauss-Legendre 256-step reference. Results are printed as a table and written to
+bench/results/throughput-<date>.json.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+import typer
+from captum.attr import LayerIntegratedGradients
+from rich.console import Console
+from rich.table import Table
+
+from bench.memory import PeakRSS
+from db.settings import Settings, resolve_model
+from workers.engine import Classifier, explain
+from workers.engine.explain import ExecutionOptions
+from workers.rt_data import load_sentences, split
+
+console = Console()
+RESULTS = Path(__file__).with_name("results")
+
+
+@dataclass
+class Attributed:
+    """What every variant returns per document, to score it the same way."""
+
+    scores: list[float]
+    gap: float | None  # relative completeness gap, None where the target differs
+
+
+@dataclass
+class Row:
+    variant: str
+    documents: int
+    seconds: float
+    docs_per_second: float
+    ratio: float
+    peak_mb: float
+    max_relative_gap: float | None
+    min_cosine: float | None
+    note: str = ""
+
+
+def documents(short: int, long: int, tokenizer) -> tuple[list[str], list[str]]:
+    held_out = [s.text for s in split(load_sentences()).held_out]
+    short_docs = held_out[:short]
+    long_docs, current = [], ""
+    for sentence in held_out[short:]:
+        current = f"{current} {sentence}".strip()
+        if len(tokenizer(current)["input_ids"]) >= 128 + len(long_docs) * (128 // max(long, 1)):
+            long_docs.append(current)
+            current = ""
+            if len(long_docs) == long:
+                break
+    return short_docs, long_docs
+
+
+def baseline_loop(classifier: Classifier, texts: list[str]) -> list[Attributed]:
+    """One document per call, a fresh LIG per request, Captum's default batching."""
+    model, tokenizer = classifier.model, classifier.tokenizer
+    out = []
+    for text in texts:
+        enc = tokenizer(text, return_tensors="pt")
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        ref = torch.full_like(ids, tokenizer.pad_token_id)
+        ref[0, 0], ref[0, -1] = ids[0, 0], ids[0, -1]
+
+        def forward(input_ids, attention_mask):
+            return model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+        target = int(forward(ids, mask).argmax())
+        lig = LayerIntegratedGradients(forward, model.get_input_embeddings())
+        attributions, delta = lig.attribute(
+            ids, baselines=ref, target=target, additional_forward_args=(mask,),
+            n_steps=50, return_convergence_delta=True,
+        )  # fmt: skip
+        scores = attributions.sum(-1)[0]
+        gap = float(scores.sum() - delta)  # f(x) - f(x')
+        out.append(Attributed(scores.tolist(), abs(float(delta)) / max(abs(gap), 1e-4)))
+    return out
+
+
+def interpret_loop(classifier: Classifier, texts: list[str]) -> list[Attributed]:
+    from transformers_interpret import SequenceClassificationExplainer
+
+    explainer = SequenceClassificationExplainer(classifier.model, classifier.tokenizer)
+    out = []
+    for text in texts:
+        pairs = explainer(text, n_steps=50)
+        out.append(Attributed([score for _, score in pairs], None))
+    return out
+
+
+def engine_run(classifier: Classifier, texts: list[str], params: dict) -> list[Attributed]:
+    results = explain(classifier, texts, params=params, options=ExecutionOptions())
+    return [
+        Attributed(r.methods["lig"].attributions, r.methods["lig"].relative_gap) for r in results
+    ]
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    x, y = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    return float(torch.nn.functional.cosine_similarity(x, y, dim=0))
+
+
+def measure(
+    name: str,
+    run: Callable[[], list[Attributed]],
+    reference: list[Attributed] | None,
+    note: str = "",
+    pids: list[int] | None = None,
+) -> tuple[Row, list[Attributed]]:
+    with PeakRSS(pids) as peak:
+        started = time.perf_counter()
+        out = run()
+        seconds = time.perf_counter() - started
+    gaps = [a.gap for a in out if a.gap is not None]
+    cosines = (
+        [cosine(a.scores, r.scores) for a, r in zip(out, reference, strict=True)]
+        if reference
+        and all(len(a.scores) == len(r.scores) for a, r in zip(out, reference, strict=True))
+        else []
+    )
+    row = Row(name, len(out), seconds, len(out) / seconds, 0.0, peak.mb,
+              max(gaps) if gaps else None, min(cosines) if cosines else None, note)  # fmt: skip
+    console.print(f"  {name}: {row.docs_per_second:.2f} docs/s")
+    return row, out
+
+
+def main(
+    model: str = typer.Option("minilm-sentiment", help="Model name or checkpoint directory."),
+    short: int = typer.Option(48, help="Held-out sentences."),
+    long: int = typer.Option(12, help="Long documents (~128-256 tokens)."),
+    system: bool = typer.Option(True, help="Also measure the whole system."),
+    threads: int | None = typer.Option(None, help="torch threads (default: torch's)."),
+) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    settings = Settings()
+    path = resolve_model(model, settings)
+    classifier = Classifier.load(path)
+    short_docs, long_docs = documents(short, long, classifier.tokenizer)
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    console.print(f"[bold]throughput[/] model {path.name}; {machine}")
+    report = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine,
+              "model": str(path), "sets": {}}  # fmt: skip
+    for set_name, texts in (("short", short_docs), ("long", long_docs)):
+        if texts:
+            report["sets"][set_name] = measure_set(set_name, texts, classifier, path, system)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"throughput-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
+    out.write_text(json.dumps(report, indent=2))
+    console.print(f"written {out}")
+
+
+def measure_set(
+    set_name: str, texts: list[str], classifier: Classifier, path: Path, system: bool
+) -> dict:
+    lengths = [len(classifier.tokenizer(t)["input_ids"]) for t in texts]
+    console.print(
+        f"[bold]{set_name}[/]: {len(texts)} documents, {min(lengths)}-{max(lengths)} tokens"
+    )
+    reference = engine_run(classifier, texts, {"n_steps": 256})
+    variants: list[tuple[str, Callable[[], list[Attributed]], str]] = [
+        ("baseline: Captum loop, 50 steps", lambda: baseline_loop(classifier, texts), ""),
+        ("explainq engine, 50 steps", lambda: engine_run(classifier, texts, {"n_steps": 50}), ""),
+        (
+            "explainq engine, adaptive",
+            lambda: engine_run(classifier, texts, {"n_steps": "auto"}),
+            "",
+        ),
+    ]
+    if importlib.util.find_spec("transformers_interpret"):
+        variants.insert(1, ("transformers-interpret, 50 steps",
+                            lambda: interpret_loop(classifier, texts),
+                            "attributes the probability: no gap or cosine"))  # fmt: skip
+    else:
+        console.print("  transformers-interpret not installed: skipped")
+    rows = [
+        measure(name, run, None if note else reference, note)[0] for name, run, note in variants
+    ]
+    if system:
+        rows.append(measure_system(path, texts, reference))
+    for row in rows:
+        row.ratio = row.docs_per_second / rows[0].docs_per_second
+    show(set_name, rows)
+    return {"documents": len(texts), "tokens": [min(lengths), max(lengths)],
+            "rows": [asdict(r) for r in rows]}  # fmt: skip
+
+
+def measure_system(path: Path, texts: list[str], reference: list[Attributed]) -> Row:
+    from bench.system import RunningSystem
+
+    def run() -> list[Attributed]:
+        rows = running.explain(texts)
+        return [Attributed(r.attributions, r.relative_gap) for r in rows]
+
+    with RunningSystem(path) as running:
+        pids = [os.getpid(), running.worker.pid]
+        note = "producer -> Redis -> worker -> DB"
+        return measure("whole system, adaptive", run, reference, note, pids=pids)[0]
+
+
+def show(set_name: str, rows: list[Row]) -> None:
+    table = Table(title=f"{set_name} documents")
+    for column in (
+        "variant",
+        "docs/s",
+        "x baseline",
+        "peak MB",
+        "max rel. gap",
+        "min cosine",
+        "note",
+    ):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r.variant, f"{r.docs_per_second:.2f}", f"{r.ratio:.2f}", f"{r.peak_mb:.0f}",
+            "-" if r.max_relative_gap is None else f"{r.max_relative_gap:.2e}",
+            "-" if r.min_cosine is None else f"{r.min_cosine:.4f}", r.note,
+        )  # fmt: skip
+    console.print(table)
+
+
+if __name__ == "__main__":
+    typer.run(main)
