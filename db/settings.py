@@ -40,7 +40,9 @@ class Settings(BaseSettings):
     )
     method: str = "lig"
     n_steps: int = Field(default=50, ge=1, le=1024)
-    internal_batch_size: int = Field(default=64, ge=1, le=4096)
+    internal_batch_size: int | None = Field(
+        default=None, ge=1, le=4096, description="Rows per pass; unset: sized from memory."
+    )
     max_tokens: int = Field(default=512, ge=8, le=8192)
 
     chunk_size: int = Field(default=16, ge=1, le=1024)

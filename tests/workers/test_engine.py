@@ -121,3 +121,40 @@ def test_fixed_steps_carry_no_adaptive_parameters(classifier):
     assert result.methods["lig"].params["n_steps"] == 7
     assert "tolerance" not in result.methods["lig"].params
     assert result.methods["lig"].steps == 7
+
+
+def test_out_of_memory_halves_the_rows_and_retries(classifier, monkeypatch):
+    """A CUDA out-of-memory error is injected into the first two passes."""
+    from workers.engine.methods import lig
+
+    real, calls = lig._integrate, []
+
+    def failing_integrate(*args, **kwargs):
+        calls.append(args[-1])  # internal_batch_size
+        if len(calls) <= 2:
+            raise torch.OutOfMemoryError("injected")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lig, "_integrate", failing_integrate)
+    options = ExecutionOptions(internal_batch_size=8)
+    results = explain(classifier, TEXTS[:4], params={"n_steps": 8}, options=options)
+    assert calls[:3] == [8, 4, 2]
+    assert all(r.timings["oom_retries"] == 2 for r in results)
+    monkeypatch.undo()
+    expected = explain(classifier, TEXTS[:4], params={"n_steps": 8})
+    for got, want in zip(results, expected, strict=True):
+        a, b = got.methods["lig"].attributions, want.methods["lig"].attributions
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
+
+
+def test_rows_per_pass_follow_the_cpu_token_budget(classifier):
+    from workers.engine.batching import CPU_TOKENS_PER_PASS, auto_internal_batch_size
+    from workers.engine.encoding import pad_group, tokenize
+
+    docs = tokenize(classifier, TEXTS, 512)
+    group = pad_group(classifier, docs, list(range(len(docs))))
+    assert (
+        auto_internal_batch_size(classifier, group)
+        == CPU_TOKENS_PER_PASS // group.input_ids.shape[1]
+    )
+    assert not classifier.autocast  # never on the CPU

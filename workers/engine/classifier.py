@@ -34,9 +34,16 @@ class Classifier:
     sha256: str
     labels: list[str]
     info: dict[str, Any] = field(default_factory=dict)
+    autocast: bool = False  # bf16 forward/backward on GPUs that support it
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu", name: str | None = None):
+    def load(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        name: str | None = None,
+        autocast: bool | None = None,
+    ) -> Classifier:
         path = Path(path).expanduser().resolve()
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path}: not a Hugging Face checkpoint (no config.json)")
@@ -58,7 +65,11 @@ class Classifier:
                 "captum": captum.__version__,
             },
         }
+        if autocast is None:  # bf16 where the GPU has it; never on the CPU
+            autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        info["autocast"] = "bfloat16" if autocast else None
         return cls(
+            autocast=autocast,
             name=name or path.name,
             path=path,
             tokenizer=tokenizer,
@@ -79,7 +90,10 @@ class Classifier:
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        return self.model(**kwargs).logits
+        # Under autocast the matrix products run in bf16; the embeddings (whose gradient
+        # Captum takes) and the attributions it accumulates stay in fp32.
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            return self.model(**kwargs).logits.float()
 
 
 def weights_sha256(path: Path) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from workers.engine.batching import auto_internal_batch_size, free_accelerator_memory
 from workers.engine.classifier import Classifier
 from workers.engine.encoding import Group, length_groups, pad_group, tokenize
 from workers.engine.methods import METHODS, params_for
@@ -44,7 +45,7 @@ class DocumentExplanation:
 class ExecutionOptions:
     """How to run, as opposed to what to compute: none of this changes a result."""
 
-    internal_batch_size: int = 64  # rows per forward/backward pass
+    internal_batch_size: int | None = None  # rows per forward/backward; None: sized per group
     max_docs_per_group: int = 16
     max_tokens_per_group: int = 4096  # documents x padded length in one group
     max_tokens: int = 512  # per document, before truncation
@@ -72,18 +73,41 @@ def explain(
     groups = length_groups(docs, options.max_docs_per_group, options.max_tokens_per_group)
     for indices in groups:
         group = pad_group(classifier, docs, indices)
-        for row, explained in enumerate(_explain_group(classifier, group, method_params, options)):
+        rows = options.internal_batch_size or auto_internal_batch_size(classifier, group)
+        explained_group, retries = _with_oom_backoff(classifier, group, method_params, rows)
+        for row, explained in enumerate(explained_group):
             explained.truncated = docs[indices[row]].truncated
             explained.timings["tokenize"] = tokenize_seconds
+            explained.timings["oom_retries"] = retries
             results[indices[row]] = explained
     return [r for r in results if r is not None]
+
+
+def _with_oom_backoff(
+    classifier: Classifier, group: Group, method_params: dict[str, dict[str, Any]], rows: int
+) -> tuple[list[DocumentExplanation], int]:
+    """Runs the group; on CUDA out-of-memory, halves the rows per pass and tries again
+    (a group wider than the rows is split). Returns the results and the retries."""
+    retries = 0
+    while True:
+        try:
+            out: list[DocumentExplanation] = []
+            for start in range(0, len(group.indices), rows):
+                part = group.subset(torch.arange(start, min(start + rows, len(group.indices))))
+                out += _explain_group(classifier, part, method_params, rows)
+            return out, retries
+        except torch.OutOfMemoryError:
+            if rows == 1:
+                raise
+            retries, rows = retries + 1, max(1, rows // 2)
+            free_accelerator_memory()
 
 
 def _explain_group(
     classifier: Classifier,
     group: Group,
     method_params: dict[str, dict[str, Any]],
-    options: ExecutionOptions,
+    internal_batch_size: int,
 ) -> list[DocumentExplanation]:
     share = 1 / len(group.indices)  # group timings are split evenly over its documents
     started = time.perf_counter()
@@ -114,7 +138,7 @@ def _explain_group(
     for name, params in method_params.items():
         started = time.perf_counter()
         result = METHODS[name].attribute(
-            classifier, group, targets.clone(), params, options.internal_batch_size
+            classifier, group, targets.clone(), params, internal_batch_size
         )
         seconds = (time.perf_counter() - started) * share
         scores, deltas, gaps = result.scores.cpu(), result.deltas.cpu(), result.gaps.cpu()
