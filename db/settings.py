@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,7 +39,9 @@ class Settings(BaseSettings):
         description="A checkpoint directory, or the name of a model under $EXPLAINQ_HOME/models.",
     )
     method: str = "lig"
-    n_steps: int = Field(default=50, ge=1, le=1024)
+    n_steps: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = Field(
+        default=50, description="Integration steps, or 'auto' for adaptive steps."
+    )
     internal_batch_size: int | None = Field(
         default=None, ge=1, le=4096, description="Rows per pass; unset: sized from memory."
     )

@@ -7,11 +7,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from db.engine import session_scope
 from db.models import Status
-from db.settings import get_settings
+from db.settings import Settings, get_settings
 from db.store import unfinished
 from producer.progress import WaitTimeout, counts, wait
 from producer.readers import InputError
@@ -31,7 +32,9 @@ def submit_command(
         None, help="Checkpoint directory or model name [EXPLAINQ_MODEL]."
     ),
     method: str = typer.Option("lig", help="Attribution methods, comma-separated."),
-    n_steps: int | None = typer.Option(None, help="Integration steps [EXPLAINQ_N_STEPS]."),
+    n_steps: str | None = typer.Option(
+        None, help="Integration steps, or 'auto' for adaptive [EXPLAINQ_N_STEPS]."
+    ),
     chunk_size: int | None = typer.Option(None, help="Documents per task [EXPLAINQ_CHUNK_SIZE]."),
     fmt: str | None = typer.Option(
         None, "--format", help="jsonl, csv or text (default: by suffix)."
@@ -49,7 +52,11 @@ def submit_command(
     """
     settings = get_settings()
     methods = [m.strip() for m in method.split(",") if m.strip()]
-    params = {"n_steps": n_steps or settings.n_steps}
+    try:
+        params = {"n_steps": Settings(n_steps=n_steps or settings.n_steps).n_steps}
+    except ValidationError:
+        err.print(f"[red]error:[/] --n-steps must be 1 to 1024 or 'auto', not {n_steps!r}")
+        raise typer.Exit(1) from None
     try:
         result = submit(
             path,

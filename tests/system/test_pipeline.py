@@ -202,3 +202,19 @@ def test_a_missing_model_fails_the_documents_with_the_reason(system, write, tmp_
     with session_scope(system.url) as session:
         (doc,) = session.scalars(select(Document).where(Document.batch_id == summary["batch_id"]))
         assert doc.status is Status.FAILED and "not found" in doc.error
+
+
+def test_adaptive_steps_through_the_whole_system(system, write):
+    summary = system.submit(write("auto.txt", "\n".join(TEXTS) + "\n"), "--n-steps", "auto")
+    assert summary["status"]["done"] == len(TEXTS)
+    with session_scope(system.url) as session:
+        rows = session.scalars(
+            select(Explanation).join(Document).where(Document.batch_id == summary["batch_id"])
+        ).all()
+    assert len(rows) == len(TEXTS)
+    for row in rows:
+        assert row.params["n_steps"] == "auto" and row.params["tolerance"] == 0.01
+        assert row.steps >= 8
+        assert row.relative_gap <= 0.01 or abs(row.convergence_delta) <= 1e-4
+    bad = system.producer("submit", "/dev/null", "--n-steps", "lots")
+    assert bad.returncode == 1 and "--n-steps" in bad.stderr
