@@ -3,7 +3,8 @@
 On a GPU: as many as half the free memory holds, by an estimate of the activations
 that the backward pass keeps per row (out-of-memory back-off in ``explain`` covers an
 estimate that was too bold). On the CPU: a fixed token budget per pass, the optimum
-measured by ``bench/throughput.py`` (larger passes bought nothing on 2 cores).
+measured by ``bench/throughput.py`` (larger passes bought nothing on 2 cores), and
+few documents per padded group.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ from workers.engine.encoding import Group
 CPU_TOKENS_PER_PASS = 4096
 MAX_ROWS = 4096
 GPU_MEMORY_SHARE = 0.5
+# Documents padded together. On 2 CPU cores, groups of 16 were 20% slower than groups
+# of 1-4 (padding and masked attention cost more than batching saves); a GPU needs
+# wide batches to be busy. See docs/PERFORMANCE.md.
+CPU_DOCS_PER_GROUP = 4
+GPU_DOCS_PER_GROUP = 64
+
+
+def docs_per_group(classifier: Classifier) -> int:
+    return GPU_DOCS_PER_GROUP if classifier.device.type == "cuda" else CPU_DOCS_PER_GROUP
 
 
 def auto_internal_batch_size(classifier: Classifier, group: Group) -> int:

@@ -9,7 +9,11 @@ from typing import Any
 
 import torch
 
-from workers.engine.batching import auto_internal_batch_size, free_accelerator_memory
+from workers.engine.batching import (
+    auto_internal_batch_size,
+    docs_per_group,
+    free_accelerator_memory,
+)
 from workers.engine.classifier import Classifier
 from workers.engine.encoding import Group, length_groups, pad_group, tokenize
 from workers.engine.methods import METHODS, params_for
@@ -46,7 +50,7 @@ class ExecutionOptions:
     """How to run, as opposed to what to compute: none of this changes a result."""
 
     internal_batch_size: int | None = None  # rows per forward/backward; None: sized per group
-    max_docs_per_group: int = 16
+    max_docs_per_group: int | None = None  # None: by device (batching.docs_per_group)
     max_tokens_per_group: int = 4096  # documents x padded length in one group
     max_tokens: int = 512  # per document, before truncation
 
@@ -70,7 +74,8 @@ def explain(
     docs = tokenize(classifier, texts, options.max_tokens)
     tokenize_seconds = (time.perf_counter() - started) / max(len(texts), 1)
     results: list[DocumentExplanation | None] = [None] * len(texts)
-    groups = length_groups(docs, options.max_docs_per_group, options.max_tokens_per_group)
+    max_docs = options.max_docs_per_group or docs_per_group(classifier)
+    groups = length_groups(docs, max_docs, options.max_tokens_per_group)
     for indices in groups:
         group = pad_group(classifier, docs, indices)
         rows = options.internal_batch_size or auto_internal_batch_size(classifier, group)
