@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -84,10 +85,12 @@ def broker_url() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'explainq.db'}"
+@contextmanager
+def empty_database(kind: str, directory: Path) -> Iterator[str]:
+    """A new database of ``kind``: a SQLite file in ``directory``, or a fresh PostgreSQL
+    database (skipped when PostgreSQL is unreachable)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{directory / 'explainq.db'}"
         return
     if not _USING["postgresql"]:
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
@@ -95,15 +98,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[s
         yield url
 
 
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[str]:
+    """One database per backend, shared by the session (and its worker)."""
+    with empty_database(request.param, tmp_path_factory.mktemp("db")) as url:
+        yield url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database for one test, on each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
-        return
-    if not _USING["postgresql"]:
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    with fresh_postgres_database() as url:
+    with empty_database(request.param, tmp_path) as url:
         yield url
 
 
