@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -52,24 +54,32 @@ class Deployment:
         return json.loads(done.stdout) | {"returncode": done.returncode, "stderr": done.stderr}
 
     def start_worker(
-        self, name: str, *extra: str, ready_timeout: float = 120
+        self, name: str, *extra: str, app: str = "workers", ready_timeout: float = 120
     ) -> subprocess.Popen[bytes]:
         log = self.home / f"{name}.log"
         process = subprocess.Popen(
-            [str(BIN / "celery"), "-A", "workers", "worker", "--concurrency=1", "--events",
+            [str(BIN / "celery"), "-A", app, "worker", "--concurrency=1", "--events",
              f"--hostname={name}@localhost", "--loglevel=INFO", "--without-mingle",
              "--without-gossip", f"--logfile={log}", *extra],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so a test can kill it whole
         )  # fmt: skip
         self.workers.append(process)
-        app = broker_app(self.settings)
+        broker = broker_app(self.settings)
         deadline = time.monotonic() + ready_timeout
-        while not app.control.ping(destination=[f"{name}@localhost"], timeout=0.5):
+        while not broker.control.ping(destination=[f"{name}@localhost"], timeout=0.5):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker {name} did not start:\n{log.read_text()[-3000:]}")
         return process
+
+    @staticmethod
+    def kill(process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the worker and its pool children at once, as a crash would."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
     def stop(self) -> None:
         for process in self.workers:

@@ -1,0 +1,125 @@
+"""Fault injection with counts: every submitted document ends in exactly one terminal
+state with exactly one result row, whatever happened to the workers on the way."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from db.engine import migrate, session_scope
+from db.models import Document, Explanation, Status
+from tests.conftest import empty_database
+from tests.faults.poison_app import POISON_PILL
+from tests.processes import Deployment, explainq_env
+from tests.services import postgres_available
+
+pytestmark = pytest.mark.slow
+REPORT = os.environ.get("EXPLAINQ_FAULT_REPORT")  # where to append the figures (JSONL)
+
+
+@pytest.fixture
+def deployment(broker_url, tiny_model, tmp_path) -> Deployment:
+    kind = "postgresql" if postgres_available() else "sqlite"
+    with empty_database(kind, tmp_path) as url:
+        migrate(url)
+        deployment = Deployment(
+            env=explainq_env(home=tmp_path, database_url=url, broker_url=broker_url,
+                             queue=f"faults-{uuid.uuid4().hex[:8]}", model=tiny_model,
+                             n_steps=20, chunk_size=8, max_attempts=3),
+            home=tmp_path,
+        )  # fmt: skip
+        yield deployment
+        deployment.stop()
+
+
+def accounting(deployment: Deployment, batch_id: str) -> dict[str, int]:
+    """Documents per status, and explanation rows missing or duplicated."""
+    with session_scope(deployment.url) as session:
+        statuses = dict(session.execute(
+            select(Document.status, func.count()).where(Document.batch_id == batch_id)
+            .group_by(Document.status)
+        ).all())  # fmt: skip
+        rows = dict(session.execute(
+            select(Document.id, func.count(Explanation.id))
+            .outerjoin(Explanation, Explanation.document_id == Document.id)
+            .where(Document.batch_id == batch_id).group_by(Document.id)
+        ).all())  # fmt: skip
+        done = set(session.scalars(
+            select(Document.id).where(Document.batch_id == batch_id, Document.status == Status.DONE)
+        ))  # fmt: skip
+    return {
+        **{status.value.lower(): statuses.get(status, 0) for status in Status},
+        "missing_rows": sum(1 for doc in done if rows[doc] == 0),
+        "duplicate_rows": sum(count - 1 for count in rows.values() if count > 1),
+    }
+
+
+def submit(deployment: Deployment, path: Path) -> str:
+    done = deployment.producer("submit", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["batch_id"]
+
+
+def drain(deployment: Deployment, batch_id: str, timeout: float = 240) -> float:
+    """Waits until every document is terminal, re-sending what stays unfinished
+    (`producer resume`: the database is the source of truth). Returns the seconds."""
+    started = time.monotonic()
+    while True:
+        counts = accounting(deployment, batch_id)
+        if counts["pending"] + counts["running"] == 0:
+            return time.monotonic() - started
+        assert time.monotonic() - started < timeout, counts
+        deployment.producer("resume", batch_id, "--stale-after", "8")
+        time.sleep(4)
+
+
+def record(scenario: str, **figures) -> None:
+    if REPORT:
+        with open(REPORT, "a") as handle:
+            handle.write(json.dumps({"scenario": scenario, **figures}) + "\n")
+
+
+def test_workers_killed_mid_batch_lose_nothing_and_write_nothing_twice(deployment, write):
+    texts = [f"document number {i} about a {'good' if i % 2 else 'bad'} film" for i in range(500)]
+    batch_id = submit(deployment, write("many.txt", "\n".join(texts) + "\n"))
+    started = time.monotonic()
+    steady = deployment.start_worker("steady")
+    victim = deployment.start_worker("victim-0")
+    kills = 0
+    while kills < 5:
+        time.sleep(1.5)  # let the victim take and start a chunk
+        Deployment.kill(victim)
+        kills += 1
+        victim = deployment.start_worker(f"victim-{kills}")
+    drain(deployment, batch_id)
+    drained = time.monotonic() - started
+    counts = accounting(deployment, batch_id)
+    record("SIGKILL a worker mid-batch", database=deployment.url.split(":")[0], documents=500, kills=kills, **counts,
+           seconds_to_drain=round(drained, 1))  # fmt: skip
+    assert counts["done"] == 500 and counts["failed"] == 0
+    assert counts["missing_rows"] == 0 and counts["duplicate_rows"] == 0
+    assert steady.poll() is None
+
+
+def test_a_poison_document_fails_after_its_attempts_and_the_rest_finish(deployment, write):
+    texts = [f"harmless review {i}" for i in range(40)]
+    texts[13] = f"this one carries the {POISON_PILL}"
+    batch_id = submit(deployment, write("poison.txt", "\n".join(texts) + "\n"))
+    started = time.monotonic()
+    deployment.start_worker("poisoned", app="tests.faults.poison_app")
+    drained = drain(deployment, batch_id)
+    counts = accounting(deployment, batch_id)
+    record("poison document", documents=40, **counts, seconds_to_drain=round(drained, 1))
+    assert counts["done"] == 39 and counts["failed"] == 1
+    assert counts["missing_rows"] == 0 and counts["duplicate_rows"] == 0
+    with session_scope(deployment.url) as session:
+        poison = session.scalars(select(Document).where(Document.status == Status.FAILED)).one()
+    assert POISON_PILL in poison.text
+    assert poison.attempts == 3 and "gave up after 3 attempts" in poison.error
+    assert time.monotonic() - started < 240
