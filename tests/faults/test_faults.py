@@ -100,7 +100,7 @@ def test_workers_killed_mid_batch_lose_nothing_and_write_nothing_twice(deploymen
     drain(deployment, batch_id)
     drained = time.monotonic() - started
     counts = accounting(deployment, batch_id)
-    record("SIGKILL a worker mid-batch", database=deployment.url.split(":")[0], documents=500, kills=kills, **counts,
+    record("SIGKILL a worker mid-batch", documents=500, kills=kills, **counts,
            seconds_to_drain=round(drained, 1))  # fmt: skip
     assert counts["done"] == 500 and counts["failed"] == 0
     assert counts["missing_rows"] == 0 and counts["duplicate_rows"] == 0
