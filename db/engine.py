@@ -17,9 +17,13 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
+_urls: set[str] = set()
+
+
 @cache
 def get_engine(url: str) -> Engine:
-    """One engine per URL and process (a forked worker must call ``dispose``)."""
+    """One engine per URL and process (a forked child calls ``reset_after_fork``)."""
+    _urls.add(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -50,6 +54,16 @@ def session_scope(url: str) -> Iterator[Session]:
     """A session in one transaction: committed on success, rolled back on error."""
     with _sessions(url)() as session, session.begin():
         yield session
+
+
+def reset_after_fork() -> None:
+    """In a forked child: drop the parent's pools without closing its connections
+    (SQLAlchemy's advice for multiprocessing), so the child opens its own."""
+    for url in list(_urls):
+        get_engine(url).dispose(close=False)
+    get_engine.cache_clear()
+    _sessions.cache_clear()
+    _urls.clear()
 
 
 def alembic_config(url: str) -> Config:

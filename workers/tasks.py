@@ -17,7 +17,7 @@ from celery.signals import worker_process_init
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from db.engine import get_engine, session_scope
+from db.engine import reset_after_fork, session_scope
 from db.models import Batch, Document, Status
 from db.settings import EXPLAIN_TASK, Settings, get_settings
 from db.store import claim, fail, finish, params_key, save_explanations
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 @worker_process_init.connect
 def _after_fork(**_: Any) -> None:
     # Connections opened by the parent must not be shared with the child.
-    get_engine.cache_clear()
+    reset_after_fork()
     # Load the default model now, so the first task does not pay for it.
     settings = get_settings()
     try:
