@@ -1,15 +1,24 @@
-"""The real worker app, plus a fault for the poison-document scenario: explaining a
-text that contains POISON_PILL kills the worker process on the spot (SIGKILL), as a
-segfault in a tokenizer or a driver would."""
+"""The real worker app, plus two faults: explaining a text that contains POISON_PILL
+kills the worker process on the spot (SIGKILL), as a segfault in a tokenizer or a
+driver would; a text that contains BROKEN makes the engine raise, as a bug would."""
 
 import os
 import signal
 
+import workers.engine
 import workers.tasks
 from workers import app
 
 POISON_PILL = "POISON-PILL"
+BROKEN = "BROKEN-DOCUMENT"
 _explain = workers.tasks._explain
+_engine_explain = workers.engine.explain
+
+
+def _engine_explain_or_raise(classifier, texts, *args, **kwargs):
+    if any(BROKEN in text for text in texts):
+        raise RuntimeError("injected engine failure")
+    return _engine_explain(classifier, texts, *args, **kwargs)
 
 
 def _explain_or_die(loaded, texts, *args, **kwargs):
@@ -19,4 +28,5 @@ def _explain_or_die(loaded, texts, *args, **kwargs):
 
 
 workers.tasks._explain = _explain_or_die
+workers.engine.explain = _engine_explain_or_raise
 __all__ = ["app"]

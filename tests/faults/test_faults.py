@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from db.engine import migrate, session_scope
 from db.models import Document, Explanation, Status
 from tests.conftest import empty_database
-from tests.faults.poison_app import POISON_PILL
+from tests.faults.poison_app import BROKEN, POISON_PILL
 from tests.processes import Deployment, explainq_env
 from tests.services import postgres_available
 
@@ -123,3 +123,20 @@ def test_a_poison_document_fails_after_its_attempts_and_the_rest_finish(deployme
     assert POISON_PILL in poison.text
     assert poison.attempts == 3 and "gave up after 3 attempts" in poison.error
     assert time.monotonic() - started < 240
+
+
+def test_a_document_the_engine_fails_on_is_failed_and_its_chunk_completes(deployment, write):
+    texts = [f"ordinary review {i}" for i in range(8)]
+    texts[3] = f"a {BROKEN} here"
+    batch_id = submit(deployment, write("broken.txt", "\n".join(texts) + "\n"))
+    deployment.start_worker("fragile", app="tests.faults.poison_app")
+    drain(deployment, batch_id)
+    counts = accounting(deployment, batch_id)
+    assert (counts["done"], counts["failed"], counts["duplicate_rows"]) == (7, 1, 0)
+    with session_scope(deployment.url) as session:
+        failed = select(Document).where(
+            Document.batch_id == batch_id, Document.status == Status.FAILED
+        )
+        broken = session.scalars(failed).one()
+    assert BROKEN in broken.text and "injected engine failure" in broken.error
+    assert broken.attempts == 1  # failed by the engine, not by a crash: no retry loop
