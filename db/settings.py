@@ -19,6 +19,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # never imports the worker code (and so never imports torch).
 EXPLAIN_TASK = "explainq.explain_chunk"
 DEFAULT_MODEL = "minilm-sentiment"
+# Attribution methods the workers implement (workers.engine.methods.METHODS, which a test
+# keeps equal to this), so that the producer can refuse a typo without importing torch.
+METHODS = ("lig",)
 
 
 class Settings(BaseSettings):

@@ -9,10 +9,11 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.text import Text
 
 from db.engine import session_scope
 from db.models import Status
-from db.settings import Settings, get_settings
+from db.settings import METHODS, Settings, get_settings
 from db.store import unfinished
 from producer.progress import WaitTimeout, counts, wait
 from producer.readers import InputError
@@ -52,6 +53,10 @@ def submit_command(
     """
     settings = get_settings()
     methods = [m.strip() for m in method.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS)) or ([] if methods else ["(none)"])
+    if unknown:
+        err.print(f"error: unknown method {', '.join(unknown)}; known: {', '.join(METHODS)}")
+        raise typer.Exit(1)
     try:
         params = {"n_steps": Settings(n_steps=n_steps or settings.n_steps).n_steps}
     except ValidationError:
@@ -71,7 +76,8 @@ def submit_command(
         err.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from None
     for rejection in result.rejected:
-        err.print(f"[yellow]rejected[/] {rejection.describe(path)}", markup=True, highlight=False)
+        # Text, not markup: ids and reasons come from the user's file.
+        err.print(Text.assemble(("rejected ", "yellow"), rejection.describe(path)))
     err.print(
         f"batch {result.batch_id}: {result.accepted} documents accepted, "
         f"{len(result.rejected)} rejected, {result.chunks} tasks enqueued"

@@ -131,12 +131,12 @@ def test_a_redelivered_task_writes_no_second_row(system, write):
 def test_bad_lines_are_rejected_with_their_line_and_the_good_ones_finish(system, write):
     oversize = "x" * 5000
     lines = [
-        json.dumps({"id": "ok-1", "text": "a fine film"}),  # 1
+        json.dumps({"id": "ok-[/b]1", "text": "a fine film"}),  # 1 (markup-like id)
         "{not json",  # 2
         json.dumps({"id": "no-text"}),  # 3
         json.dumps({"id": "empty", "text": "   "}),  # 4
         json.dumps({"id": "big", "text": oversize}),  # 5
-        json.dumps({"id": "ok-1", "text": "same id again"}),  # 6
+        json.dumps({"id": "ok-[/b]1", "text": "same id again"}),  # 6
         json.dumps({"id": "ok-2", "text": "a dull film"}),  # 7
     ]
     content = (
@@ -218,3 +218,5 @@ def test_adaptive_steps_through_the_whole_system(system, write):
         assert row.relative_gap <= 0.01 or abs(row.convergence_delta) <= 1e-4
     bad = system.producer("submit", "/dev/null", "--n-steps", "lots")
     assert bad.returncode == 1 and "--n-steps" in bad.stderr
+    typo = system.producer("submit", "/dev/null", "--method", "lig,salency")
+    assert typo.returncode == 1 and "unknown method salency" in typo.stderr

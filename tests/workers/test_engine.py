@@ -158,3 +158,10 @@ def test_rows_per_pass_follow_the_cpu_token_budget(classifier):
         == CPU_TOKENS_PER_PASS // group.input_ids.shape[1]
     )
     assert not classifier.autocast  # never on the CPU
+
+
+def test_the_producer_knows_exactly_the_engines_methods():
+    from db.settings import METHODS as ADVERTISED
+    from workers.engine import METHODS
+
+    assert set(ADVERTISED) == set(METHODS)
