@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # The contract between producer and workers: the task is sent by name, so the producer
 # never imports the worker code (and so never imports torch).
 EXPLAIN_TASK = "explainq.explain_chunk"
+SWEEP_TASK = "explainq.sweep"
 DEFAULT_MODEL = "minilm-sentiment"
 # Attribution methods the workers implement (workers.engine.methods.METHODS, which a test
 # keeps equal to this), so that the producer can refuse a typo without importing torch.
@@ -57,6 +58,9 @@ class Settings(BaseSettings):
         default=6 * 3600, description="Seconds before Redis redelivers an unacknowledged task."
     )
     stale_after: int = Field(default=3600, description="Seconds before a document is re-sent.")
+    sweep_interval: float = Field(
+        default=300, gt=0, description="Seconds between sweeps (celery beat, or worker -B)."
+    )
     max_attempts: int = Field(default=3, ge=1)
     db_retries: int = Field(default=5, ge=0)
 
@@ -94,6 +98,10 @@ class Settings(BaseSettings):
             # Loading torch and a model takes seconds; the default 4 s kills the child.
             "worker_proc_alive_timeout": 120,
             "worker_hijack_root_logger": False,
+            # The sweeper: re-sends documents left unfinished longer than stale_after.
+            "beat_schedule": {
+                "explainq-sweep": {"task": SWEEP_TASK, "schedule": self.sweep_interval}
+            },
         }
 
 

@@ -180,3 +180,17 @@ def unfinished(
     if batch_id:
         query = query.where(Document.batch_id == batch_id)
     return [tuple(row) for row in session.execute(query)]
+
+
+def length_chunks(lengths: Iterable[tuple[int, int]], size: int) -> list[list[int]]:
+    """Document ids in chunks of ``size``, by text length, so a worker pads little."""
+    ordered = [doc_id for doc_id, _ in sorted(lengths, key=lambda pair: (pair[1], pair[0]))]
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
+def touch(session: Session, document_ids: Iterable[int]) -> None:
+    """Restarts the staleness clock of re-sent documents, so that a long queue is not
+    flooded with copies on every sweep."""
+    session.execute(
+        update(Document).where(Document.id.in_(list(document_ids))).values(updated_at=utcnow())
+    )

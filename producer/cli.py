@@ -14,7 +14,7 @@ from rich.text import Text
 from db.engine import session_scope
 from db.models import Status
 from db.settings import METHODS, Settings, get_settings
-from db.store import unfinished
+from db.store import touch, unfinished
 from producer.progress import WaitTimeout, counts, wait
 from producer.readers import InputError
 from producer.submit import broker_app, enqueue, submit
@@ -160,6 +160,7 @@ def resume_command(
     age = settings.stale_after if stale_after is None else stale_after
     with session_scope(settings.sqlalchemy_url) as session:
         rows = unfinished(session, batch, age)
+        touch(session, [doc_id for _, doc_id, _ in rows])
     by_batch: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for batch_id, doc_id, length in rows:
         by_batch[batch_id].append((doc_id, length))

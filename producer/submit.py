@@ -11,7 +11,7 @@ from celery import Celery
 
 from db.engine import session_scope
 from db.settings import EXPLAIN_TASK, Settings
-from db.store import NewDocument, RejectedLine, create_batch
+from db.store import NewDocument, RejectedLine, create_batch, length_chunks
 from producer.readers import Record, Rejected, read_documents
 
 
@@ -66,8 +66,7 @@ def submit(
 
 def enqueue(app: Celery, batch_id: str, lengths: list[tuple[int, int]], chunk_size: int) -> int:
     """Sends (document id, length) pairs in chunks of similar length, so workers pad little."""
-    ordered = [doc_id for doc_id, _ in sorted(lengths, key=lambda pair: (pair[1], pair[0]))]
-    chunks = [ordered[i : i + chunk_size] for i in range(0, len(ordered), chunk_size)]
+    chunks = length_chunks(lengths, chunk_size)
     with app.producer_or_acquire() as producer:
         for chunk in chunks:
             app.send_task(EXPLAIN_TASK, args=[batch_id, chunk], producer=producer)

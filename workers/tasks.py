@@ -19,8 +19,17 @@ from sqlalchemy.exc import OperationalError
 
 from db.engine import reset_after_fork, session_scope
 from db.models import Batch, Document, Status
-from db.settings import EXPLAIN_TASK, Settings, get_settings
-from db.store import claim, fail, finish, params_key, save_explanations
+from db.settings import EXPLAIN_TASK, SWEEP_TASK, Settings, get_settings
+from db.store import (
+    claim,
+    fail,
+    finish,
+    length_chunks,
+    params_key,
+    save_explanations,
+    touch,
+    unfinished,
+)
 from workers.celery_app import app
 from workers.model_holder import LoadedModel, describe_device, get_model, worker_name
 
@@ -68,6 +77,26 @@ def explain_chunk(self: Task, batch_id: str, document_ids: list[int]) -> dict[st
         for key, value in _run(job, ids, settings, self.request.hostname).items():
             totals[key] += value
     return totals
+
+
+@app.task(name=SWEEP_TASK)
+def sweep() -> int:
+    """Re-sends the documents left PENDING or RUNNING longer than EXPLAINQ_STALE_AFTER
+    (a lost message, a Redis restart without AOF): the database is the source of truth.
+    Each delivery counts an attempt, so a document cannot be re-sent forever."""
+    settings = get_settings()
+    with session_scope(settings.sqlalchemy_url) as session:
+        rows = unfinished(session, None, settings.stale_after)
+        touch(session, [doc_id for _, doc_id, _ in rows])
+    by_batch: dict[str, list[tuple[int, int]]] = {}
+    for batch_id, doc_id, length in rows:
+        by_batch.setdefault(batch_id, []).append((doc_id, length))
+    for batch_id, lengths in by_batch.items():
+        for chunk in length_chunks(lengths, settings.chunk_size):
+            explain_chunk.apply_async(args=[batch_id, chunk])
+    if rows:
+        log.warning("sweeper re-sent %d unfinished documents", len(rows))
+    return len(rows)
 
 
 @dataclass(frozen=True)

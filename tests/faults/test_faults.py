@@ -140,3 +140,24 @@ def test_a_document_the_engine_fails_on_is_failed_and_its_chunk_completes(deploy
         broken = session.scalars(failed).one()
     assert BROKEN in broken.text and "injected engine failure" in broken.error
     assert broken.attempts == 1  # failed by the engine, not by a crash: no retry loop
+
+
+def test_the_periodic_sweeper_sends_documents_that_were_never_enqueued(deployment, write):
+    """Documents registered but never sent (as if Redis lost the messages) are found by
+    the sweeper that celery beat runs inside the worker (-B), and finish."""
+    from db.store import NewDocument, create_batch
+
+    with session_scope(deployment.url) as session:
+        batch_id, _ = create_batch(
+            session, source="lost.jsonl", model=deployment.env["EXPLAINQ_MODEL"],
+            methods=["lig"], params={"n_steps": 8}, rejections=[],
+            documents=[NewDocument(str(i), i, f"lost document {i}", {}) for i in range(1, 6)],
+        )  # fmt: skip
+    deployment.env |= {"EXPLAINQ_SWEEP_INTERVAL": "1", "EXPLAINQ_STALE_AFTER": "1"}
+    schedule = deployment.home / "beat-schedule"
+    deployment.start_worker("sweeping", "--beat", f"--schedule={schedule}")
+    deadline = time.monotonic() + 90
+    while (counts := accounting(deployment, batch_id))["done"] < 5:
+        assert time.monotonic() < deadline, counts
+        time.sleep(1)
+    assert counts["duplicate_rows"] == 0 and counts["failed"] == 0
