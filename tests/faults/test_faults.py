@@ -6,36 +6,18 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
-from db.engine import migrate, session_scope
+from db.engine import session_scope
 from db.models import Document, Explanation, Status
-from tests.conftest import empty_database
 from tests.faults.poison_app import BROKEN, POISON_PILL
-from tests.processes import Deployment, explainq_env
-from tests.services import postgres_available
+from tests.processes import Deployment
 
 pytestmark = pytest.mark.slow
 REPORT = os.environ.get("EXPLAINQ_FAULT_REPORT")  # where to append the figures (JSONL)
-
-
-@pytest.fixture
-def deployment(broker_url, tiny_model, tmp_path) -> Deployment:
-    kind = "postgresql" if postgres_available() else "sqlite"
-    with empty_database(kind, tmp_path) as url:
-        migrate(url)
-        deployment = Deployment(
-            env=explainq_env(home=tmp_path, database_url=url, broker_url=broker_url,
-                             queue=f"faults-{uuid.uuid4().hex[:8]}", model=tiny_model,
-                             n_steps=20, chunk_size=8, max_attempts=3),
-            home=tmp_path,
-        )  # fmt: skip
-        yield deployment
-        deployment.stop()
 
 
 def accounting(deployment: Deployment, batch_id: str) -> dict[str, int]:
