@@ -1,6 +1,7 @@
-"""The tables: batches of submitted documents, the models that explained them, and the
-explanations themselves. The schema is created by the Alembic migrations in
-``db/migrations``; these classes must stay in step with them."""
+"""The tables: batches of submitted documents, the models that explained them, the
+explanations themselves, and per document the pooled representation and how far the
+methods agree. The schema is created by the Alembic migrations in ``db/migrations``;
+these classes must stay in step with them."""
 
 from __future__ import annotations
 
@@ -149,7 +150,58 @@ class Explanation(Base):
     worker: Mapped[str] = mapped_column(String(255))
     device: Mapped[str] = mapped_column(String(64))
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict, doc="Seconds per stage.")
+    quality: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True),
+        doc="Faithfulness: comprehensiveness, sufficiency and their random baselines.",
+    )
+    extra: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True), doc="Method-specific output, e.g. attention's cls_attention."
+    )
+    windows: Mapped[int] = mapped_column(
+        Integer, default=1, server_default="1", doc="Overlapping windows the text was cut into."
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     document: Mapped[Document] = relationship(back_populates="explanations")
     model: Mapped[Model] = relationship()
+
+
+class Representation(Base):
+    """A document's pooled representation under one model: what ``results similar``
+    compares. Stored once per (document, model), whatever the methods."""
+
+    __tablename__ = "representations"
+    __table_args__ = (
+        UniqueConstraint("document_id", "model_id", name="uq_representations_identity"),
+        Index("ix_representations_model", "model_id"),  # the streaming pass of `similar`
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    vector: Mapped[list[Any]] = mapped_column(doc="The pooled vector, as floats.")
+    norm: Mapped[float] = mapped_column(Float, doc="Euclidean norm, so cosine is one dot.")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Agreement(Base):
+    """How far two methods rank one document's tokens alike (Spearman), one row per
+    pair with ``method_a < method_b``, so agreement is a plain SQL aggregate."""
+
+    __tablename__ = "agreements"
+    __table_args__ = (
+        UniqueConstraint(
+            "document_id", "model_id", "method_a", "method_b", name="uq_agreements_identity"
+        ),
+        Index("ix_agreements_methods", "method_a", "method_b"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    method_a: Mapped[str] = mapped_column(String(64))
+    method_b: Mapped[str] = mapped_column(String(64))
+    spearman: Mapped[float | None] = mapped_column(
+        Float, doc="Rank correlation; null when a ranking is constant."
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,13 +1,16 @@
 """The writes of the pipeline: registering batches, claiming documents, saving results.
 
-Every write that a redelivered task may repeat is idempotent: explanations are inserted
-with ON CONFLICT DO NOTHING on their identity (document x model x method x params).
+Every write that a redelivered task may repeat is idempotent: explanations,
+representations and agreements are inserted with ON CONFLICT DO NOTHING on their
+identity (document x model x method x params; document x model; document x model x
+method pair).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -18,7 +21,17 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from db.models import Batch, Document, Explanation, Model, Rejection, Status, utcnow
+from db.models import (
+    Agreement,
+    Batch,
+    Document,
+    Explanation,
+    Model,
+    Rejection,
+    Representation,
+    Status,
+    utcnow,
+)
 
 
 @dataclass(frozen=True)
@@ -117,16 +130,67 @@ def register_model(
 
 def save_explanations(session: Session, rows: Sequence[dict[str, Any]]) -> int:
     """Inserts explanation rows, skipping any that already exist; returns how many were new."""
+    safe = [{**row, **{k: finite(row.get(k)) for k in ("quality", "extra")}} for row in rows]
+    return _insert_new(
+        session, Explanation, safe, ["document_id", "model_id", "method", "params_key"]
+    )
+
+
+def save_representations(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Inserts pooled vectors ({document_id, model_id, vector}); the norm is computed
+    here so that cosine similarity later needs one dot product per document."""
+    stamped = []
+    for row in rows:
+        vector = [float(x) for x in row["vector"]]
+        if not all(math.isfinite(x) for x in vector):
+            continue  # a broken vector would poison every similarity; leave it out
+        stamped.append(
+            {**row, "vector": vector, "norm": math.sqrt(math.fsum(x * x for x in vector))}
+        )
+    return _insert_new(session, Representation, stamped, ["document_id", "model_id"])
+
+
+def save_agreements(
+    session: Session, document_id: int, model_id: int, agreement: dict[str, float]
+) -> int:
+    """Inserts one row per method pair from the engine's {"a|b": spearman}; the pair is
+    stored sorted, so (a, b) and (b, a) are the same row."""
+    rows = []
+    for pair, value in agreement.items():
+        method_a, method_b = sorted(pair.split("|", 1))
+        rows.append(
+            {"document_id": document_id, "model_id": model_id, "method_a": method_a,
+             "method_b": method_b, "spearman": finite(value)}
+        )  # fmt: skip
+    keys = ["document_id", "model_id", "method_a", "method_b"]
+    return _insert_new(session, Agreement, rows, keys)
+
+
+def finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: JSON has no NaN (PostgreSQL refuses
+    it) and an undefined figure is better stored as unknown than as a number."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value
+
+
+def _insert_new(
+    session: Session,
+    table: type[Explanation | Representation | Agreement],
+    rows: Sequence[dict[str, Any]],
+    identity: list[str],
+) -> int:
     if not rows:
         return 0
     insert = _insert(session)
     stamped = [{"created_at": utcnow(), **row} for row in rows]
-    result = session.execute(
-        insert(Explanation)
-        .values(stamped)
-        .on_conflict_do_nothing(index_elements=["document_id", "model_id", "method", "params_key"])
-    )
-    return result.rowcount or 0
+    statement = insert(table).values(stamped).on_conflict_do_nothing(index_elements=identity)
+    # RETURNING counts what was new on both backends (psycopg's rowcount here is -1).
+    return len(session.execute(statement.returning(table.id)).all())
 
 
 def finish(session: Session, document_ids: Iterable[int]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from db.engine import alembic_config, get_engine, migrate
 from db.models import Base
@@ -28,3 +28,40 @@ def test_downgrade_to_nothing_and_back(tmp_path):
     assert {"batches", "documents", "explanations", "models", "rejections"} <= set(
         inspect(get_engine(url)).get_table_names()
     )
+
+
+ROWS_0001 = (
+    "INSERT INTO batches (id, source, model, methods, params, submitted, rejected, created_at)"
+    " VALUES ('b', 's', 'm', '[]', '{}', 1, 0, CURRENT_TIMESTAMP)",
+    "INSERT INTO documents (id, batch_id, external_id, line, text, meta, status, attempts,"
+    " created_at, updated_at) VALUES (1, 'b', 'x', 1, 't', '{}', 'DONE', 1, CURRENT_TIMESTAMP,"
+    " CURRENT_TIMESTAMP)",
+    "INSERT INTO models (id, name, path, sha256, labels, info, created_at)"
+    " VALUES (1, 'm', '/m', 'h', '[]', '{}', CURRENT_TIMESTAMP)",
+    "INSERT INTO explanations (document_id, model_id, method, params_key, params, label,"
+    " confidence, probabilities, tokens, attributions, truncated, worker, device, timings,"
+    " created_at) VALUES (1, 1, 'lig', 'k', '{}', 'pos', 0.9, '{}', '[]', '[]', false, 'w',"
+    " 'cpu', '{}', CURRENT_TIMESTAMP)",
+)
+
+
+def test_0002_keeps_existing_explanations_and_downgrades_to_0001(fresh_database_url):
+    url = fresh_database_url
+    migrate(url, "0001")
+    with get_engine(url).begin() as connection:
+        for statement in ROWS_0001:
+            connection.execute(text(statement))
+    migrate(url)
+    with get_engine(url).connect() as connection:
+        windows, quality = connection.execute(
+            text("SELECT windows, quality FROM explanations")
+        ).one()
+    assert (windows, quality) == (1, None)  # explained in one piece, quality unknown
+    assert {"representations", "agreements"} <= set(inspect(get_engine(url)).get_table_names())
+    command.downgrade(alembic_config(url), "0001")
+    tables = set(inspect(get_engine(url)).get_table_names())
+    assert "representations" not in tables and "agreements" not in tables
+    columns = {c["name"] for c in inspect(get_engine(url)).get_columns("explanations")}
+    assert not {"quality", "extra", "windows"} & columns
+    with get_engine(url).connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM explanations")).scalar() == 1

@@ -1,0 +1,101 @@
+"""The writes of the worker's saving path, on SQLite and PostgreSQL: the new fields round
+trip, NaN becomes unknown, and saving the same results twice writes nothing new."""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from db.engine import migrate, session_scope
+from db.models import Agreement, Batch, Document, Explanation, Representation
+from db.store import (
+    params_key,
+    register_model,
+    save_agreements,
+    save_explanations,
+    save_representations,
+)
+
+QUALITY = {"comprehensiveness": 0.4, "sufficiency": 0.1, "random_comprehensiveness": 0.2,
+           "random_sufficiency": 0.3}  # fmt: skip
+
+
+@pytest.fixture
+def ids(fresh_database_url: str) -> tuple[str, int, int]:
+    """(url, document id, model id) in a migrated database with one document."""
+    migrate(fresh_database_url)
+    with session_scope(fresh_database_url) as session:
+        batch = Batch(id=str(uuid.uuid4()), source="s", model="m", methods=["lig"], params={})
+        document = Document(batch_id=batch.id, external_id="x", line=1, text="t", meta={})
+        session.add_all([batch, document])
+        session.flush()
+        model_id = register_model(session, name="m", path="/m", sha256="0" * 64,
+                                  labels=["neg", "pos"], info={})  # fmt: skip
+        return fresh_database_url, document.id, model_id
+
+
+def row(document_id: int, model_id: int, method: str, **extra) -> dict:
+    return {
+        "document_id": document_id, "model_id": model_id, "method": method,
+        "params_key": params_key(method, {}), "params": {}, "label": "pos", "confidence": 0.9,
+        "probabilities": {"pos": 0.9, "neg": 0.1}, "tokens": ["[CLS]", "a", "[SEP]"],
+        "attributions": [0.0, 1.0, 0.0], "convergence_delta": None, "relative_gap": None,
+        "steps": None, "truncated": False, "worker": "w", "device": "cpu", "timings": {},
+        "quality": None, "extra": None, "windows": 1, **extra,
+    }  # fmt: skip
+
+
+def save_all(url: str, doc: int, model: int) -> tuple[int, int, int]:
+    explanations = [
+        row(doc, model, "lig", quality=QUALITY, windows=3),
+        row(doc, model, "attention", quality={**QUALITY, "sufficiency": math.nan},
+            extra={"cls_attention": [[0.5, 0.25, 0.25], [0.2, 0.6, 0.2]]}),
+        row(doc, model, "saliency"),
+    ]  # fmt: skip
+    vectors = [{"document_id": doc, "model_id": model, "vector": [3.0, 4.0]}]
+    agreement = {"lig|saliency": 0.5, "saliency|attention": math.nan}
+    with session_scope(url) as session:
+        return (
+            save_explanations(session, explanations),
+            save_representations(session, vectors),
+            save_agreements(session, doc, model, agreement),
+        )
+
+
+def test_new_fields_round_trip(ids):
+    url, doc, model = ids
+    assert save_all(url, doc, model) == (3, 1, 2)
+    with session_scope(url) as session:
+        rows = {e.method: e for e in session.scalars(select(Explanation))}
+        assert rows["lig"].quality == QUALITY and rows["lig"].windows == 3
+        assert rows["attention"].quality["sufficiency"] is None  # NaN: unknown, not a number
+        assert rows["attention"].extra == {"cls_attention": [[0.5, 0.25, 0.25], [0.2, 0.6, 0.2]]}
+        assert rows["saliency"].windows == 1
+        # None is SQL NULL, not JSON null, so "IS NULL" finds rows without quality.
+        assert session.scalars(
+            select(Explanation.method).where(Explanation.quality.is_(None))
+        ).all() == ["saliency"]
+        (vector,) = session.scalars(select(Representation))
+        assert (vector.vector, vector.norm) == ([3.0, 4.0], 5.0)
+        pairs = {(a.method_a, a.method_b): a.spearman for a in session.scalars(select(Agreement))}
+        assert pairs == {("lig", "saliency"): 0.5, ("attention", "saliency"): None}
+
+
+def test_saving_again_writes_nothing(ids):
+    url, doc, model = ids
+    save_all(url, doc, model)
+    assert save_all(url, doc, model) == (0, 0, 0)  # a redelivered task
+    with session_scope(url) as session:
+        counts = [session.scalar(select(func.count()).select_from(table))
+                  for table in (Explanation, Representation, Agreement)]  # fmt: skip
+    assert counts == [3, 1, 2]
+
+
+def test_a_vector_with_nan_is_left_out(ids):
+    url, doc, model = ids
+    with session_scope(url) as session:
+        vector = {"document_id": doc, "model_id": model, "vector": [1.0, math.inf]}
+        assert save_representations(session, [vector]) == 0
