@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import typer
 
-from bench.throughput import baseline_loop
+from bench.common import baseline_loop
 from db.settings import Settings, resolve_model
 from workers.engine import Classifier, explain
 from workers.engine.explain import ExecutionOptions

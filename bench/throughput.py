@@ -37,26 +37,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 import typer
-from captum.attr import LayerIntegratedGradients
 from rich.console import Console
 from rich.table import Table
 
+from bench.common import Attributed, baseline_loop, engine_run, min_cosine
 from bench.memory import PeakRSS
 from db.settings import Settings, resolve_model
-from workers.engine import Classifier, explain
-from workers.engine.explain import ExecutionOptions
+from workers.engine import Classifier
 from workers.rt_data import load_sentences, split
 
 console = Console()
 RESULTS = Path(__file__).with_name("results")
-
-
-@dataclass
-class Attributed:
-    """What every variant returns per document, to score it the same way."""
-
-    scores: list[float]
-    gap: float | None  # relative completeness gap, None where the target differs
 
 
 @dataclass
@@ -86,31 +77,6 @@ def documents(short: int, long: int, tokenizer) -> tuple[list[str], list[str]]:
     return short_docs, long_docs
 
 
-def baseline_loop(classifier: Classifier, texts: list[str]) -> list[Attributed]:
-    """One document per call, a fresh LIG per request, Captum's default batching."""
-    model, tokenizer = classifier.model, classifier.tokenizer
-    out = []
-    for text in texts:
-        enc = tokenizer(text, return_tensors="pt")
-        ids, mask = enc["input_ids"], enc["attention_mask"]
-        ref = torch.full_like(ids, tokenizer.pad_token_id)
-        ref[0, 0], ref[0, -1] = ids[0, 0], ids[0, -1]
-
-        def forward(input_ids, attention_mask):
-            return model(input_ids=input_ids, attention_mask=attention_mask).logits
-
-        target = int(forward(ids, mask).argmax())
-        lig = LayerIntegratedGradients(forward, model.get_input_embeddings())
-        attributions, delta = lig.attribute(
-            ids, baselines=ref, target=target, additional_forward_args=(mask,),
-            n_steps=50, return_convergence_delta=True,
-        )  # fmt: skip
-        scores = attributions.sum(-1)[0]
-        gap = float(scores.sum() - delta)  # f(x) - f(x')
-        out.append(Attributed(scores.tolist(), abs(float(delta)) / max(abs(gap), 1e-4)))
-    return out
-
-
 def interpret_loop(classifier: Classifier, texts: list[str]) -> list[Attributed]:
     from transformers_interpret import SequenceClassificationExplainer
 
@@ -120,18 +86,6 @@ def interpret_loop(classifier: Classifier, texts: list[str]) -> list[Attributed]
         pairs = explainer(text, n_steps=50)
         out.append(Attributed([score for _, score in pairs], None))
     return out
-
-
-def engine_run(classifier: Classifier, texts: list[str], params: dict) -> list[Attributed]:
-    results = explain(classifier, texts, params=params, options=ExecutionOptions())
-    return [
-        Attributed(r.methods["lig"].attributions, r.methods["lig"].relative_gap) for r in results
-    ]
-
-
-def cosine(a: list[float], b: list[float]) -> float:
-    x, y = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
-    return float(torch.nn.functional.cosine_similarity(x, y, dim=0))
 
 
 def measure(
@@ -146,14 +100,9 @@ def measure(
         out = run()
         seconds = time.perf_counter() - started
     gaps = [a.gap for a in out if a.gap is not None]
-    cosines = (
-        [cosine(a.scores, r.scores) for a, r in zip(out, reference, strict=True)]
-        if reference
-        and all(len(a.scores) == len(r.scores) for a, r in zip(out, reference, strict=True))
-        else []
-    )
     row = Row(name, len(out), seconds, len(out) / seconds, 0.0, peak.mb,
-              max(gaps) if gaps else None, min(cosines) if cosines else None, note)  # fmt: skip
+              max(gaps) if gaps else None, min_cosine(out, reference) if reference else None,
+              note)  # fmt: skip
     console.print(f"  {name}: {row.docs_per_second:.2f} docs/s")
     return row, out
 
