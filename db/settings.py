@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The contract between producer and workers: the task is sent by name, so the producer
@@ -22,7 +22,7 @@ SWEEP_TASK = "explainq.sweep"
 DEFAULT_MODEL = "minilm-sentiment"
 # Attribution methods the workers implement (workers.engine.methods.METHODS, which a test
 # keeps equal to this), so that the producer can refuse a typo without importing torch.
-METHODS = ("lig",)
+METHODS = ("lig", "saliency", "input_x_gradient", "attention", "occlusion", "kernel_shap", "lime")
 
 
 class Settings(BaseSettings):
@@ -43,16 +43,28 @@ class Settings(BaseSettings):
         description="A checkpoint directory, or the name of a model under $EXPLAINQ_HOME/models.",
     )
     method: str = "lig"
-    n_steps: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = Field(
+    n_steps: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         default=50, description="Integration steps, or 'auto' for adaptive steps."
     )
     internal_batch_size: int | None = Field(
-        default=None, ge=1, le=4096, description="Rows per pass; unset: sized from memory."
+        default=None, ge=1, description="Rows per pass; unset: sized from memory."
     )
     max_tokens: int = Field(default=512, ge=8, le=8192)
+    quality: bool = Field(
+        default=True, description="Measure faithfulness (comprehensiveness, sufficiency)."
+    )
+    window_stride: int | None = Field(
+        default=None, ge=1, description="Tokens between overlapping windows of a long text."
+    )
 
-    chunk_size: int = Field(default=16, ge=1, le=1024)
+    chunk_size: int = Field(default=16, ge=1)
     max_document_bytes: int = Field(default=100_000, ge=1)
+    # Caps on what one batch may ask of a worker (issue 5): checked at `producer submit`
+    # for the command line and here for the environment, with the setting in the error.
+    max_steps: int = Field(default=1024, ge=1, description="Cap on n_steps and max_steps.")
+    max_samples: int = Field(default=4096, ge=1, description="Cap on perturbation samples.")
+    max_internal_batch_size: int = Field(default=4096, ge=1, description="Cap on rows per pass.")
+    max_chunk_size: int = Field(default=1024, ge=1, description="Cap on documents per task.")
 
     visibility_timeout: int = Field(
         default=6 * 3600, description="Seconds before Redis redelivers an unacknowledged task."
@@ -63,6 +75,18 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(default=3, ge=1)
     db_retries: int = Field(default=5, ge=0)
+
+    @model_validator(mode="after")
+    def _within_caps(self) -> Settings:
+        problems = over_caps(
+            self,
+            {"n_steps": self.n_steps, "internal_batch_size": self.internal_batch_size,
+             "chunk_size": self.chunk_size},
+            options=False,
+        )  # fmt: skip
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @property
     def home_dir(self) -> Path:
@@ -103,6 +127,36 @@ class Settings(BaseSettings):
                 "explainq-sweep": {"task": SWEEP_TASK, "schedule": self.sweep_interval}
             },
         }
+
+
+# What each capped value is capped by: the value's name -> the cap's field.
+CAPS = {
+    "n_steps": "max_steps",
+    "start_steps": "max_steps",
+    "max_steps": "max_steps",
+    "n_samples": "max_samples",
+    "internal_batch_size": "max_internal_batch_size",
+    "chunk_size": "max_chunk_size",
+}
+
+
+def over_caps(settings: Settings, values: dict[str, Any], *, options: bool = True) -> list[str]:
+    """One line per value above its cap, naming the value as the user gave it (``--n-steps
+    5000``, or ``EXPLAINQ_N_STEPS=5000`` with ``options=False``) and the capping setting."""
+    problems = []
+    for name, value in values.items():
+        cap = CAPS.get(name)
+        if cap is None or not isinstance(value, int) or isinstance(value, bool):
+            continue
+        limit = getattr(settings, cap)
+        if value > limit:
+            given = (
+                f"--{name.replace('_', '-')} {value}"
+                if options
+                else f"EXPLAINQ_{name.upper()}={value}"
+            )
+            problems.append(f"{given} is over the limit EXPLAINQ_{cap.upper()}={limit}")
+    return problems
 
 
 @cache

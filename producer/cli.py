@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import typer
 from pydantic import ValidationError
@@ -13,6 +14,7 @@ from rich.text import Text
 
 from db.engine import session_scope
 from db.models import Status
+from db.params import TUNABLE, check_caps, parse_params
 from db.settings import METHODS, Settings, get_settings
 from db.store import touch, unfinished
 from producer.progress import WaitTimeout, counts, wait
@@ -32,11 +34,21 @@ def submit_command(
     model: str | None = typer.Option(
         None, help="Checkpoint directory or model name [EXPLAINQ_MODEL]."
     ),
-    method: str = typer.Option("lig", help="Attribution methods, comma-separated."),
+    method: list[str] = typer.Option(
+        ["lig"], help=f"Attribution methods, comma-separated or repeated: {', '.join(METHODS)}."
+    ),
     n_steps: str | None = typer.Option(
         None, help="Integration steps, or 'auto' for adaptive [EXPLAINQ_N_STEPS]."
     ),
-    chunk_size: int | None = typer.Option(None, help="Documents per task [EXPLAINQ_CHUNK_SIZE]."),
+    param: list[str] = typer.Option(
+        [], help=f"A method parameter as key=value, repeatable: {', '.join(TUNABLE)}."
+    ),
+    window_stride: int | None = typer.Option(
+        None, min=1, help="Tokens between windows of a long text [EXPLAINQ_WINDOW_STRIDE]."
+    ),
+    chunk_size: int | None = typer.Option(
+        None, min=1, help="Documents per task [EXPLAINQ_CHUNK_SIZE]."
+    ),
     fmt: str | None = typer.Option(
         None, "--format", help="jsonl, csv or text (default: by suffix)."
     ),
@@ -51,16 +63,17 @@ def submit_command(
     Exit status: 0 all accepted, 1 nothing submitted, 3 some lines rejected, 4 (with
     --wait) some documents failed.
     """
-    settings = get_settings()
-    methods = [m.strip() for m in method.split(",") if m.strip()]
+    settings = _settings()
+    methods = list(dict.fromkeys(m.strip() for text in method for m in text.split(",")))
+    methods = [m for m in methods if m]
     unknown = sorted(set(methods) - set(METHODS)) or ([] if methods else ["(none)"])
     if unknown:
         err.print(f"error: unknown method {', '.join(unknown)}; known: {', '.join(METHODS)}")
         raise typer.Exit(1)
     try:
-        params = {"n_steps": Settings(n_steps=n_steps or settings.n_steps).n_steps}
-    except ValidationError:
-        err.print(f"[red]error:[/] --n-steps must be 1 to 1024 or 'auto', not {n_steps!r}")
+        params = batch_params(settings, n_steps, param, window_stride, chunk_size)
+    except ValueError as error:
+        err.print(Text.assemble(("error: ", "red"), str(error)))
         raise typer.Exit(1) from None
     try:
         result = submit(
@@ -106,6 +119,39 @@ def submit_command(
         raise typer.Exit(EXIT_FAILED)
     if result.rejected:
         raise typer.Exit(EXIT_REJECTED)
+
+
+def _settings() -> Settings:
+    """The settings, or one line naming the variable that is out of bounds."""
+    try:
+        return get_settings()
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = "EXPLAINQ_" + "_".join(map(str, first["loc"])).upper() if first["loc"] else ""
+        message = first["msg"].removeprefix("Value error, ")
+        err.print(Text.assemble(("error: ", "red"), f"{where + ': ' if where else ''}{message}"))
+        raise typer.Exit(1) from None
+
+
+def batch_params(
+    settings: Settings,
+    n_steps: str | None,
+    pairs: list[str],
+    window_stride: int | None,
+    chunk_size: int | None,
+) -> dict[str, Any]:
+    """The batch's parameters: the settings' n_steps, then --param, then --n-steps; a
+    ValueError names the bad value, or the EXPLAINQ_MAX_* setting it is over."""
+    params: dict[str, Any] = {"n_steps": settings.n_steps, **parse_params(pairs, settings)}
+    if n_steps is not None:
+        try:
+            params["n_steps"] = TUNABLE["n_steps"][0](n_steps)
+        except ValueError:
+            raise ValueError(f"--n-steps must be 1 or more, or 'auto'; not {n_steps!r}") from None
+    if window_stride is not None:
+        params["window_stride"] = window_stride
+    check_caps({**params, **({"chunk_size": chunk_size} if chunk_size else {})}, settings)
+    return params
 
 
 @app.command("status")
