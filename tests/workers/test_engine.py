@@ -1,5 +1,5 @@
 """The engine alone: batched and length-grouped attribution equals the per-document
-computation, completeness holds, and long documents are truncated visibly."""
+computation, completeness holds, and long documents are explained in windows."""
 
 from __future__ import annotations
 
@@ -59,15 +59,16 @@ def test_completeness_holds_up_to_the_recorded_delta(classifier):
     assert abs(lig.convergence_delta) < 1e-3 * max(abs(float(gap)), 1e-3)
 
 
-def test_long_documents_are_truncated_and_marked(classifier):
+def test_long_documents_are_windowed_not_truncated(classifier):
     long_text = "word " * 300
     (result,) = explain(
         classifier, [long_text], options=ExecutionOptions(max_tokens=64), params={"n_steps": 4}
     )
-    assert result.truncated
-    assert len(result.tokens) == 64 and result.tokens[-1] == "[SEP]"
+    assert not result.truncated and result.windows > 1
+    assert len(result.tokens) == 302 and result.tokens[-1] == "[SEP]"
+    assert len(result.methods["lig"].attributions) == 302
     (short,) = explain(classifier, ["short"], params={"n_steps": 4})
-    assert not short.truncated
+    assert not short.truncated and short.windows == 1
 
 
 def test_special_tokens_get_no_attribution(classifier):

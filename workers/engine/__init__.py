@@ -6,7 +6,15 @@ call it directly.
 """
 
 from workers.engine.classifier import Classifier
-from workers.engine.explain import DocumentExplanation, MethodResult, explain
+from workers.engine.explain import DocumentExplanation, ExecutionOptions, MethodResult, explain
 from workers.engine.methods import METHODS, params_for
 
-__all__ = ["METHODS", "Classifier", "DocumentExplanation", "MethodResult", "explain", "params_for"]
+__all__ = [
+    "METHODS",
+    "Classifier",
+    "DocumentExplanation",
+    "ExecutionOptions",
+    "MethodResult",
+    "explain",
+    "params_for",
+]

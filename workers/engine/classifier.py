@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,13 +89,45 @@ class Classifier:
 
     def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         """Logits; the signature Captum calls with interpolated embeddings in place."""
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        return self._run(input_ids, attention_mask, token_type_ids).logits.float()
+
+    def predict(
+        self, input_ids, attention_mask, token_type_ids=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the pooled representation (the final layer's [CLS] hidden state,
+        float32) from one forward pass: the vector nearest-neighbour search uses."""
+        out = self._run(input_ids, attention_mask, token_type_ids, output_hidden_states=True)
+        return out.logits.float(), out.hidden_states[-1][:, 0].float()
+
+    def attentions(self, input_ids, attention_mask, token_type_ids=None) -> list[torch.Tensor]:
+        """Attention probabilities of every layer (documents x heads x positions x
+        positions, float32), under ``inference_mode``. SDPA kernels do not return them,
+        so this forward alone runs with eager attention; every other pass keeps the
+        model's faster implementation."""
+        with torch.inference_mode(), self._eager_attention():
+            out = self._run(input_ids, attention_mask, token_type_ids, output_attentions=True)
+        return [layer.float() for layer in out.attentions]
+
+    def _run(self, input_ids, attention_mask, token_type_ids=None, **flags: bool) -> Any:
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, **flags}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         # Under autocast the matrix products run in bf16; the embeddings (whose gradient
         # Captum takes) and the attributions it accumulates stay in fp32.
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            return self.model(**kwargs).logits.float()
+            return self.model(**kwargs)
+
+    @contextmanager
+    def _eager_attention(self) -> Iterator[None]:
+        own = self.model.config._attn_implementation
+        if own == "eager":
+            yield
+            return
+        self.model.set_attn_implementation("eager")
+        try:
+            yield
+        finally:
+            self.model.set_attn_implementation(own)
 
 
 def weights_sha256(path: Path) -> str:

@@ -54,6 +54,14 @@ def tokenize(classifier: Classifier, texts: Sequence[str], max_tokens: int) -> l
     return out
 
 
+def token_ids(classifier: Classifier, texts: Sequence[str]) -> list[list[int]]:
+    """Every text's whole token ids with special tokens: nothing is cut here (long
+    documents become windows, see ``windows``)."""
+    tokenizer = classifier.tokenizer
+    encoded = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)
+    return [list(ids) for ids in encoded["input_ids"]]
+
+
 def length_groups(
     docs: Sequence[Tokenized], max_docs: int, max_tokens_per_group: int
 ) -> Iterator[list[int]]:

@@ -4,55 +4,36 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from workers.engine import faithfulness
 from workers.engine.batching import (
     auto_internal_batch_size,
     docs_per_group,
     free_accelerator_memory,
 )
 from workers.engine.classifier import Classifier
-from workers.engine.encoding import Group, length_groups, pad_group, tokenize
+from workers.engine.encoding import Group, Tokenized, length_groups, pad_group, token_ids
 from workers.engine.methods import METHODS, params_for
+from workers.engine.results import DocumentExplanation, MethodResult, merge_windows
+from workers.engine.windows import mean_logits, split
 
-
-@dataclass
-class MethodResult:
-    method: str
-    params: dict[str, Any]
-    attributions: list[float]
-    convergence_delta: float | None
-    seconds: float
-    steps: int | None = None  # integration steps actually taken (path methods)
-    relative_gap: float | None = None  # |delta| / |f(x) - f(baseline)|
-
-
-@dataclass
-class DocumentExplanation:
-    label: str
-    label_index: int
-    probabilities: dict[str, float]
-    tokens: list[str]
-    truncated: bool
-    methods: dict[str, MethodResult] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def confidence(self) -> float:
-        return self.probabilities[self.label]
+__all__ = ["DocumentExplanation", "ExecutionOptions", "MethodResult", "explain"]
 
 
 @dataclass(frozen=True)
 class ExecutionOptions:
-    """How to run, as opposed to what to compute: none of this changes a result."""
+    """How to run, as opposed to what to compute: none of this changes a result, except
+    where a document is cut into windows."""
 
     internal_batch_size: int | None = None  # rows per forward/backward; None: sized per group
     max_docs_per_group: int | None = None  # None: by device (batching.docs_per_group)
     max_tokens_per_group: int = 4096  # documents x padded length in one group
-    max_tokens: int = 512  # per document, before truncation
+    max_tokens: int = 512  # per window; longer documents are explained in windows
+    window_stride: int | None = None  # content tokens between window starts; None: half
 
 
 def explain(
@@ -61,36 +42,117 @@ def explain(
     methods: Sequence[str] = ("lig",),
     params: dict[str, Any] | None = None,
     options: ExecutionOptions | None = None,
+    quality: bool = True,
 ) -> list[DocumentExplanation]:
     """Explain ``texts`` with each of ``methods``; results come back in input order.
 
     All methods of a document share one prediction pass, and the attribution target
     is the predicted label. ``params`` overrides method parameters by name (e.g.
-    ``{"n_steps": 32}``); the full set used is returned with each result.
+    ``{"n_steps": 32}``); the full set used is returned with each result. ``quality``
+    adds the faithfulness figures of every method (``faithfulness``); agreement between
+    methods is always computed. A document over ``min(max_tokens, model limit)`` tokens
+    is explained in overlapping windows (``windows``), never truncated.
     """
     options = options or ExecutionOptions()
     method_params = {name: params_for(name, params) for name in methods}
     started = time.perf_counter()
-    docs = tokenize(classifier, texts, options.max_tokens)
+    ids = token_ids(classifier, texts)
+    limit = min(options.max_tokens, classifier.max_length)
+    windows = [w for doc, d in enumerate(ids) for w in split(doc, d, limit, options.window_stride)]
     tokenize_seconds = (time.perf_counter() - started) / max(len(texts), 1)
-    results: list[DocumentExplanation | None] = [None] * len(texts)
+    pieces = [Tokenized(w.ids, truncated=False) for w in windows]
+    by_doc: dict[int, list[int]] = {}
+    for piece, window in enumerate(windows):
+        by_doc.setdefault(window.doc, []).append(piece)
+    windowed = {doc: p for doc, p in by_doc.items() if len(p) > 1}
+    predictions = _predict_windowed(classifier, pieces, windowed, options)
+    forced = {
+        piece: int(predictions[doc][0].argmax()) for doc, p in windowed.items() for piece in p
+    }
+    explained = _explain_pieces(classifier, pieces, method_params, options, forced, quality)
+    results = []
+    for doc, doc_pieces in sorted(by_doc.items()):
+        if doc in windowed:
+            logits, embedding = predictions[doc]
+            result = merge_windows(
+                classifier.tokenizer.convert_ids_to_tokens(ids[doc]),
+                classifier.labels,
+                logits,
+                embedding,
+                [windows[p] for p in doc_pieces],
+                [explained[p] for p in doc_pieces],
+            )
+        else:
+            result = explained[doc_pieces[0]]
+        result.timings["tokenize"] = tokenize_seconds
+        result.agreement = faithfulness.agreement(
+            {name: m.attributions for name, m in result.methods.items()}
+        )
+        results.append(result)
+    return results
+
+
+def _predict_windowed(
+    classifier: Classifier,
+    pieces: list[Tokenized],
+    windowed: dict[int, list[int]],
+    options: ExecutionOptions,
+) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Each windowed document's logits and embedding, the means over its windows: the
+    label that all its windows are then attributed toward. (Their attribution groups
+    predict them once more, a forward pass per window.)"""
+    wanted = [p for doc_pieces in windowed.values() for p in doc_pieces]
+    logits: dict[int, torch.Tensor] = {}
+    embeddings: dict[int, torch.Tensor] = {}
     max_docs = options.max_docs_per_group or docs_per_group(classifier)
-    groups = length_groups(docs, max_docs, options.max_tokens_per_group)
-    for indices in groups:
-        group = pad_group(classifier, docs, indices)
+    subset = [pieces[p] for p in wanted]
+    for indices in length_groups(subset, max_docs, options.max_tokens_per_group):
+        group = pad_group(classifier, subset, indices)
+        with torch.inference_mode():
+            out, pooled = classifier.predict(
+                group.input_ids, group.attention_mask, group.token_type_ids
+            )
+        for row, i in enumerate(indices):
+            logits[wanted[i]], embeddings[wanted[i]] = out[row].cpu(), pooled[row].cpu()
+    return {
+        doc: (mean_logits([logits[p] for p in ps]), mean_logits([embeddings[p] for p in ps]))
+        for doc, ps in windowed.items()
+    }
+
+
+def _explain_pieces(
+    classifier: Classifier,
+    pieces: list[Tokenized],
+    method_params: dict[str, dict[str, Any]],
+    options: ExecutionOptions,
+    forced: dict[int, int],
+    quality: bool,
+) -> list[DocumentExplanation]:
+    """Every piece (a document or a window) explained, in order, grouped by length."""
+    results: list[DocumentExplanation | None] = [None] * len(pieces)
+    max_docs = options.max_docs_per_group or docs_per_group(classifier)
+    for indices in length_groups(pieces, max_docs, options.max_tokens_per_group):
+        group = pad_group(classifier, pieces, indices)
         rows = options.internal_batch_size or auto_internal_batch_size(classifier, group)
-        explained_group, retries = _with_oom_backoff(classifier, group, method_params, rows)
+        run = _Run(classifier, method_params, forced, quality)
+        explained_group, retries = _with_oom_backoff(run, group, rows)
         for row, explained in enumerate(explained_group):
-            explained.truncated = docs[indices[row]].truncated
-            explained.timings["tokenize"] = tokenize_seconds
             explained.timings["oom_retries"] = retries
             results[indices[row]] = explained
     return [r for r in results if r is not None]
 
 
-def _with_oom_backoff(
-    classifier: Classifier, group: Group, method_params: dict[str, dict[str, Any]], rows: int
-) -> tuple[list[DocumentExplanation], int]:
+@dataclass
+class _Run:
+    """What every group of one ``explain`` call computes."""
+
+    classifier: Classifier
+    method_params: dict[str, dict[str, Any]]
+    forced: dict[int, int]  # piece -> target label (windows of a long document)
+    quality: bool
+
+
+def _with_oom_backoff(run: _Run, group: Group, rows: int) -> tuple[list[DocumentExplanation], int]:
     """Runs the group; on CUDA out-of-memory, halves the rows per pass and tries again
     (a group wider than the rows is split). Returns the results and the retries."""
     retries = 0
@@ -99,7 +161,7 @@ def _with_oom_backoff(
             out: list[DocumentExplanation] = []
             for start in range(0, len(group.indices), rows):
                 part = group.subset(torch.arange(start, min(start + rows, len(group.indices))))
-                out += _explain_group(classifier, part, method_params, rows)
+                out += _explain_group(run, part, rows)
             return out, retries
         except torch.OutOfMemoryError:
             if rows == 1:
@@ -108,18 +170,18 @@ def _with_oom_backoff(
             free_accelerator_memory()
 
 
-def _explain_group(
-    classifier: Classifier,
-    group: Group,
-    method_params: dict[str, dict[str, Any]],
-    internal_batch_size: int,
-) -> list[DocumentExplanation]:
+def _explain_group(run: _Run, group: Group, internal_batch_size: int) -> list[DocumentExplanation]:
+    classifier = run.classifier
     share = 1 / len(group.indices)  # group timings are split evenly over its documents
     started = time.perf_counter()
     with torch.inference_mode():
-        logits = classifier.forward(group.input_ids, group.attention_mask, group.token_type_ids)
+        logits, pooled = classifier.predict(
+            group.input_ids, group.attention_mask, group.token_type_ids
+        )
         probabilities = torch.softmax(logits.float(), dim=-1)
-    targets = probabilities.argmax(dim=-1)
+    targets = probabilities.argmax(dim=-1).clone()  # a normal tensor: rows may be forced
+    for row, piece in enumerate(group.indices):
+        targets[row] = run.forced.get(piece, int(targets[row]))
     predict_seconds = (time.perf_counter() - started) * share
 
     out = []
@@ -137,25 +199,41 @@ def _explain_group(
                 tokens=classifier.tokenizer.convert_ids_to_tokens(ids),
                 truncated=False,
                 timings={"predict": predict_seconds},
+                embedding=pooled[row].cpu().tolist(),
             )
         )
 
-    for name, params in method_params.items():
+    scores = {}
+    for name, params in run.method_params.items():
         started = time.perf_counter()
         result = METHODS[name].attribute(
             classifier, group, targets.clone(), params, internal_batch_size
         )
         seconds = (time.perf_counter() - started) * share
-        scores, deltas, gaps = result.scores.cpu(), result.deltas.cpu(), result.gaps.cpu()
+        scores[name] = result.scores
+        maps = {key: value.cpu() for key, value in result.maps.items()}
+        values = result.scores.cpu()
+        deltas = None if result.deltas is None else result.deltas.cpu()
+        gaps = None if result.gaps is None else result.gaps.cpu()
         for row, length in enumerate(group.lengths):
             out[row].methods[name] = MethodResult(
                 method=name,
                 params=params,
-                attributions=scores[row, :length].tolist(),
-                convergence_delta=float(deltas[row]),
+                attributions=values[row, :length].tolist(),
+                convergence_delta=None if deltas is None else float(deltas[row]),
                 seconds=seconds,
-                steps=result.steps[row],
-                relative_gap=float(gaps[row]),
+                steps=None if result.steps is None else result.steps[row],
+                relative_gap=None if gaps is None else float(gaps[row]),
+                extra={key: value[row, :, :length].tolist() for key, value in maps.items()} or None,
             )
             out[row].timings[name] = seconds
+
+    if run.quality and scores:
+        started = time.perf_counter()
+        figures = faithfulness.evaluate(classifier, group, targets, scores, internal_batch_size)
+        seconds = (time.perf_counter() - started) * share
+        for row, per_method in enumerate(figures):
+            for name, quality in per_method.items():
+                out[row].methods[name].quality = quality
+            out[row].timings["quality"] = seconds
     return out

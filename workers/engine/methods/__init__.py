@@ -2,8 +2,9 @@
 
 Each method is a module with ``PARAMS`` (its default parameters, recorded on every row)
 and ``attribute(classifier, group, targets, params, internal_batch_size)`` returning an
-``Attribution``: one score per token position and, for path methods, the convergence
-delta and the steps taken per document.
+``Attribution`` (``methods.common``): one score per token position and, for path
+methods, the convergence delta and the steps taken per document. Every method's target
+is the predicted label, and its scores keep the sign Captum gives them.
 """
 
 from __future__ import annotations
@@ -12,9 +13,25 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from workers.engine.methods import lig
+from workers.engine.methods import (
+    attention,
+    input_x_gradient,
+    kernel_shap,
+    lig,
+    lime,
+    occlusion,
+    saliency,
+)
 
-METHODS: dict[str, ModuleType] = {"lig": lig}
+METHODS: dict[str, ModuleType] = {
+    "lig": lig,
+    "saliency": saliency,
+    "input_x_gradient": input_x_gradient,
+    "attention": attention,
+    "occlusion": occlusion,
+    "kernel_shap": kernel_shap,
+    "lime": lime,
+}
 
 
 def params_for(method: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -14,7 +14,6 @@ are returned with it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,6 +21,7 @@ from captum.attr import LayerIntegratedGradients
 
 from workers.engine.classifier import Classifier
 from workers.engine.encoding import Group, reference_ids
+from workers.engine.methods.common import Attribution
 
 # Parameters that change the result, recorded on every explanation row. Execution
 # details (internal batch size, device) do not belong here: they change no figure
@@ -40,14 +40,6 @@ ABSOLUTE_FLOOR = 1e-4  # logits: below this a gap is float noise, whatever the r
 # so that a second run is usually the last.
 TYPICAL_RATE = 0.25
 AIM = 0.5
-
-
-@dataclass
-class Attribution:
-    scores: torch.Tensor  # documents x positions
-    deltas: torch.Tensor  # per document: sum(scores) - (f(x) - f(baseline))
-    steps: list[int]  # per document
-    gaps: torch.Tensor  # per document: |delta| / |f(x) - f(baseline)|
 
 
 def normalize(params: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,151 @@
+"""How good an explanation is: faithfulness (ERASER) and agreement between methods.
+
+Faithfulness (DeYoung et al., 2020), for the target (predicted) label's probability p:
+- comprehensiveness = p(x) - p(x without its top-k% tokens): large when the tokens the
+  explanation ranks first are the ones the model needs;
+- sufficiency = p(x) - p(only the top-k% tokens): small when they are all it needs;
+each an AOPC, the mean over k in 1, 5, 10, 20% of the content tokens (at least one
+token per bin; [CLS]/[SEP] are never ranked nor removed). Tokens are ranked by signed
+attribution toward the target, highest first, ties by position. "Removing" a token
+replaces its id by [PAD] and keeps its position and attention (the ``lig`` and
+``occlusion`` baseline, and one tensor shape for every perturbation, so all of them
+batch together). The same two figures for a random ranking of the same document
+(seeded by its token ids: deterministic) are its baseline.
+
+Agreement: Spearman's rank correlation between two methods' scores over a document's
+content tokens.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+
+import torch
+
+from workers.engine.classifier import Classifier
+from workers.engine.encoding import Group
+
+BINS = (0.01, 0.05, 0.10, 0.20)
+RANDOM = "random"
+
+
+def bin_sizes(n: int) -> list[int]:
+    """Tokens per bin for a document of ``n`` content tokens (half rounds up)."""
+    return [min(n, max(1, int(n * share + 0.5))) for share in BINS]
+
+
+def random_scores(ids: list[int]) -> torch.Tensor:
+    """A random ranking of a document's positions, seeded by its token ids."""
+    generator = torch.Generator().manual_seed(zlib.crc32(torch.tensor(ids).numpy().tobytes()))
+    return torch.rand(len(ids), generator=generator)
+
+
+def evaluate(
+    classifier: Classifier,
+    group: Group,
+    targets: torch.Tensor,
+    scores: Mapping[str, torch.Tensor],
+    rows_per_pass: int,
+) -> list[dict[str, dict[str, float]]]:
+    """Per document, per method in ``scores`` (documents x positions): comprehensiveness,
+    sufficiency and the random ranking's two figures. All perturbations of the group
+    (rankings x bins x both metrics) run in as few forward passes as ``rows_per_pass``
+    allows, together with the unperturbed documents."""
+    rankings = {**scores, RANDOM: _random(group)}
+    plan: list[tuple[int, str, str]] = []  # (document, ranking, metric) per bin row
+    removed: list[torch.Tensor] = []
+    for row, length in enumerate(group.lengths):
+        content = torch.arange(1, length - 1)
+        for name, ranking in rankings.items():
+            order = content[torch.argsort(-ranking[row, 1 : length - 1].cpu(), stable=True)]
+            for size in bin_sizes(len(content)):
+                top = torch.zeros(group.input_ids.shape[1], dtype=torch.bool)
+                top[order[:size]] = True
+                rest = torch.zeros_like(top)
+                rest[content] = True
+                rest[top] = False
+                removed += [top, rest]
+                plan += [(row, name, "comprehensiveness"), (row, name, "sufficiency")]
+    probabilities = _target_probabilities(classifier, group, targets, removed, plan, rows_per_pass)
+    full = probabilities[: len(group.lengths)]
+    drops: dict[tuple[int, str, str], list[float]] = {}
+    for (row, name, metric), p in zip(plan, probabilities[len(group.lengths) :], strict=True):
+        drops.setdefault((row, name, metric), []).append(float(full[row] - p))
+    out = []
+    for row in range(len(group.lengths)):
+        aopc = {key[1:]: sum(v) / len(v) for key, v in drops.items() if key[0] == row}
+        baseline = {f"random_{metric}": aopc.get((RANDOM, metric), 0.0) for metric in METRICS}
+        out.append(
+            {
+                name: {**{m: aopc.get((name, m), 0.0) for m in METRICS}, **baseline}
+                for name in scores
+            }
+        )
+    return out
+
+
+METRICS = ("comprehensiveness", "sufficiency")
+
+
+def _random(group: Group) -> torch.Tensor:
+    ranking = torch.zeros(group.input_ids.shape, dtype=torch.float32)
+    for row, length in enumerate(group.lengths):
+        ranking[row, :length] = random_scores(group.input_ids[row, :length].tolist())
+    return ranking
+
+
+def _target_probabilities(
+    classifier: Classifier,
+    group: Group,
+    targets: torch.Tensor,
+    removed: list[torch.Tensor],
+    plan: list[tuple[int, str, str]],
+    rows_per_pass: int,
+) -> torch.Tensor:
+    """p(target) for the unperturbed documents, then for each perturbation in order."""
+    device = group.input_ids.device
+    docs = torch.tensor([*range(len(group.lengths)), *(row for row, _, _ in plan)], device=device)
+    masks = torch.stack([torch.zeros_like(removed[0])] * len(group.lengths) + removed).to(device)
+    pad = classifier.tokenizer.pad_token_id
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(docs), max(1, rows_per_pass)):
+            rows, drop = docs[start : start + rows_per_pass], masks[start : start + rows_per_pass]
+            ids = torch.where(drop, pad, group.input_ids[rows])
+            types = None if group.token_type_ids is None else group.token_type_ids[rows]
+            logits = classifier.forward(ids, group.attention_mask[rows], types)
+            p = torch.softmax(logits.float(), dim=-1)
+            out.append(p[torch.arange(len(rows), device=device), targets[rows]])
+    return torch.cat(out).cpu()
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """Spearman's rho (ties get their mean rank); None when either side is constant or
+    there are fewer than two values, where the correlation is undefined."""
+    if len(a) < 2:
+        return None
+    ra, rb = _ranks(a.double()), _ranks(b.double())
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    norm = ra.norm() * rb.norm()
+    return None if norm == 0 else float((ra @ rb) / norm)
+
+
+def _ranks(values: torch.Tensor) -> torch.Tensor:
+    _, inverse, counts = torch.unique(values, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).double()  # 1-based rank of each distinct value's last
+    return (ends - (counts.double() - 1) / 2)[inverse]
+
+
+def agreement(scores: Mapping[str, list[float]]) -> dict[str, float]:
+    """Spearman between every pair of methods over the content tokens ("a|b", names
+    sorted); pairs where it is undefined (a constant side, under two tokens) are left
+    out rather than stored as NaN."""
+    names = sorted(scores)
+    out = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            rho = spearman(torch.tensor(scores[a][1:-1]), torch.tensor(scores[b][1:-1]))
+            if rho is not None:
+                out[f"{a}|{b}"] = rho
+    return out

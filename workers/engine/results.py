@@ -1,0 +1,115 @@
+"""What the engine returns per document, and how a windowed document's results are
+assembled from its windows' (see ``windows`` for the rules)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from workers.engine.windows import Window, stitch
+
+
+@dataclass
+class MethodResult:
+    method: str
+    params: dict[str, Any]
+    attributions: list[float]
+    convergence_delta: float | None  # path methods only
+    seconds: float
+    steps: int | None = None  # integration steps actually taken (path methods)
+    relative_gap: float | None = None  # |delta| / |f(x) - f(baseline)|
+    # keys: "comprehensiveness", "sufficiency", "random_comprehensiveness",
+    # "random_sufficiency" (see ``faithfulness``); None when not asked for
+    quality: dict[str, float] | None = None
+    # method-specific payload; attention: {"cls_attention": list[list[float]]} (layers x tokens)
+    extra: dict[str, Any] | None = None
+
+
+@dataclass
+class DocumentExplanation:
+    label: str
+    label_index: int
+    probabilities: dict[str, float]
+    tokens: list[str]
+    truncated: bool
+    methods: dict[str, MethodResult] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    # the final layer's [CLS] hidden state from the prediction pass (windows: their
+    # mean), for nearest-neighbour search
+    embedding: list[float] | None = None
+    # "a|b" (method names sorted) -> Spearman over the content tokens (special excluded)
+    agreement: dict[str, float] = field(default_factory=dict)
+    windows: int = 1  # overlapping windows the document was explained in (1: none)
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.label]
+
+
+def merge_windows(
+    tokens: list[str],
+    labels: list[str],
+    logits: torch.Tensor,
+    embedding: torch.Tensor,
+    windows: Sequence[Window],
+    parts: Sequence[DocumentExplanation],
+) -> DocumentExplanation:
+    """One document's explanation from its windows' (in window order), given the
+    document's logits and embedding (the means over its windows)."""
+    probabilities = torch.softmax(logits.float(), dim=-1)
+    index = int(probabilities.argmax())
+    timings: dict[str, float] = {}
+    for part in parts:
+        for key, value in part.timings.items():
+            timings[key] = max(timings.get(key, 0), value) if key == "oom_retries" else (
+                timings.get(key, 0) + value
+            )  # fmt: skip
+    return DocumentExplanation(
+        label=labels[index],
+        label_index=index,
+        probabilities={name: float(p) for name, p in zip(labels, probabilities, strict=True)},
+        tokens=tokens,
+        truncated=False,
+        methods={
+            name: _merge_method([part.methods[name] for part in parts], windows, len(tokens))
+            for name in parts[0].methods
+        },
+        timings=timings,
+        embedding=embedding.float().tolist(),
+        windows=len(windows),
+    )
+
+
+def _merge_method(
+    results: list[MethodResult], windows: Sequence[Window], length: int
+) -> MethodResult:
+    first = results[0]
+    deltas = [r.convergence_delta for r in results]
+    gaps = [r.relative_gap for r in results]
+    steps = [r.steps for r in results]
+    qualities = [r.quality for r in results]
+    extra = None
+    if first.extra is not None:
+        extra = {
+            key: [
+                stitch(windows, [r.extra[key][i] for r in results], length)  # type: ignore[index]
+                for i in range(len(value))
+            ]
+            for key, value in first.extra.items()
+        }
+    return MethodResult(
+        method=first.method,
+        params=first.params,
+        attributions=stitch(windows, [r.attributions for r in results], length),
+        convergence_delta=None if None in deltas else sum(deltas),  # type: ignore[arg-type]
+        seconds=sum(r.seconds for r in results),
+        steps=None if None in steps else max(steps),  # type: ignore[type-var]
+        relative_gap=None if None in gaps else max(gaps),  # type: ignore[type-var]
+        quality=None
+        if None in qualities
+        else {k: sum(q[k] for q in qualities) / len(qualities) for k in qualities[0]},  # type: ignore[index]
+        extra=extra,
+    )
