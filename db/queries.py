@@ -18,8 +18,8 @@ from sqlalchemy import ColumnElement, Result, Select, func, select
 from sqlalchemy.orm import Session, aliased
 
 from db.models import Batch, Document, Explanation, Model, Status
+from db.words import merge_wordpieces
 
-SPECIAL_TOKENS = frozenset({"[CLS]", "[SEP]", "[PAD]"})
 MAX_LIMIT = 10_000
 STREAM_ROWS = 500
 ORDERS = ("id", "confidence", "-confidence", "label", "status")
@@ -49,21 +49,6 @@ class DocumentRow:
 
     def as_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def merge_wordpieces(tokens: Sequence[str], scores: Sequence[float]) -> list[tuple[str, float]]:
-    """Words with summed scores, without special tokens: people read words, and a word's
-    evidence is the sum of its pieces' (attributions are additive)."""
-    words: list[tuple[str, float]] = []
-    for token, score in zip(tokens, scores, strict=True):
-        if token in SPECIAL_TOKENS:
-            continue
-        if token.startswith("##") and len(token) > 2 and words:
-            word, total = words[-1]
-            words[-1] = (word + token[2:], total + score)
-        else:
-            words.append((token, score))
-    return words
 
 
 def top_words(tokens: Sequence[str], scores: Sequence[float], n: int = 3) -> list[str]:

@@ -15,7 +15,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from db.queries import DocumentRow, merge_wordpieces
+from db.queries import DocumentRow
+from db.words import merge_wordpieces
 
 TOWARD, AGAINST = (34, 139, 34), (200, 40, 40)  # green / red at full strength
 STATUS_STYLES = {"done": "green", "failed": "red", "running": "cyan", "pending": "yellow"}

@@ -150,10 +150,10 @@ def save_representations(session: Session, rows: Sequence[dict[str, Any]]) -> in
     return _insert_new(session, Representation, stamped, ["document_id", "model_id"])
 
 
-def save_agreements(
-    session: Session, document_id: int, model_id: int, agreement: dict[str, float]
-) -> int:
-    """Inserts one row per method pair from the engine's {"a|b": spearman}; the pair is
+def agreement_rows(
+    document_id: int, model_id: int, agreement: dict[str, float]
+) -> list[dict[str, Any]]:
+    """Rows for ``save_agreements`` from the engine's {"a|b": spearman}; each pair is
     stored sorted, so (a, b) and (b, a) are the same row."""
     rows = []
     for pair, value in agreement.items():
@@ -162,6 +162,11 @@ def save_agreements(
             {"document_id": document_id, "model_id": model_id, "method_a": method_a,
              "method_b": method_b, "spearman": finite(value)}
         )  # fmt: skip
+    return rows
+
+
+def save_agreements(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Inserts method-agreement rows (``agreement_rows``), skipping existing pairs."""
     keys = ["document_id", "model_id", "method_a", "method_b"]
     return _insert_new(session, Agreement, rows, keys)
 

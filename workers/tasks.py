@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Task
@@ -19,14 +19,17 @@ from sqlalchemy.exc import OperationalError
 
 from db.engine import reset_after_fork, session_scope
 from db.models import Batch, Document, Status
-from db.settings import EXPLAIN_TASK, SWEEP_TASK, Settings, get_settings
+from db.settings import EXPLAIN_TASK, SWEEP_TASK, Settings, get_settings, over_caps
 from db.store import (
+    agreement_rows,
     claim,
     fail,
     finish,
     length_chunks,
     params_key,
+    save_agreements,
     save_explanations,
+    save_representations,
     touch,
     unfinished,
 )
@@ -114,29 +117,63 @@ def _run(
         docs = [(d.id, d.text) for d in claim(session, document_ids, settings.max_attempts)]
     if not docs:
         return {"done": 0, "failed": 0}
-    try:
-        loaded = get_model(job.model, settings)
-    except Exception as error:  # a missing or broken model fails the documents, visibly
+    loaded, reason = None, _refusal(job, settings)
+    if reason is None:
+        try:
+            loaded = get_model(job.model, settings)
+        except Exception as error:  # a missing or broken model fails the documents, visibly
+            reason = f"loading model {job.model!r}: {error}"
+    if loaded is None:
         with session_scope(url) as session:
             for doc_id, _ in docs:
-                fail(session, doc_id, f"loading model {job.model!r}: {error}")
+                fail(session, doc_id, str(reason))
         return {"done": 0, "failed": len(docs)}
 
     outcomes = _explain(loaded, [text for _, text in docs], job.methods, job.params, settings)
-    rows, done, failed = [], [], []
+    saved = Results()
     meta = {"worker": worker_name(hostname), "device": describe_device(loaded.device)}
     for (doc_id, _), outcome in zip(docs, outcomes, strict=True):
         if isinstance(outcome, str):
-            failed.append((doc_id, outcome))
-            continue
-        done.append(doc_id)
-        rows.extend(_rows(doc_id, loaded.model_id, outcome, meta))
+            saved.failed.append((doc_id, outcome))
+        else:
+            saved.add(doc_id, loaded.model_id, outcome, meta)
+    # One transaction: a document is DONE exactly when everything it produced is stored.
     with session_scope(url) as session:
-        save_explanations(session, rows)
-        finish(session, done)
-        for doc_id, error in failed:
+        save_explanations(session, saved.rows)
+        save_representations(session, saved.vectors)
+        save_agreements(session, saved.agreements)
+        finish(session, saved.done)
+        for doc_id, error in saved.failed:
             fail(session, doc_id, error)
-    return {"done": len(done), "failed": len(failed)}
+    return {"done": len(saved.done), "failed": len(saved.failed)}
+
+
+@dataclass
+class Results:
+    """What a chunk writes: explanation rows, vectors and agreements of its DONE
+    documents, and the errors of its FAILED ones."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    vectors: list[dict[str, Any]] = field(default_factory=list)
+    agreements: list[dict[str, Any]] = field(default_factory=list)
+    done: list[int] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+
+    def add(self, doc_id: int, model_id: int, explained: Any, meta: dict[str, str]) -> None:
+        self.done.append(doc_id)
+        self.rows.extend(_rows(doc_id, model_id, explained, meta))
+        if explained.embedding is not None:
+            self.vectors.append(
+                {"document_id": doc_id, "model_id": model_id, "vector": explained.embedding}
+            )
+        self.agreements.extend(agreement_rows(doc_id, model_id, explained.agreement))
+
+
+def _refusal(job: Job, settings: Settings) -> str | None:
+    """Why this worker will not run the batch, if it will not: the producer checks the
+    caps too, but a batch may come from elsewhere or a worker may be configured lower."""
+    problems = over_caps(settings, job.params)
+    return f"refused by this worker: {'; '.join(problems)}" if problems else None
 
 
 def _explain(loaded: LoadedModel, texts, methods, params, settings) -> list[Any]:
@@ -146,22 +183,26 @@ def _explain(loaded: LoadedModel, texts, methods, params, settings) -> list[Any]
     from workers.engine.explain import ExecutionOptions
 
     options = ExecutionOptions(
-        internal_batch_size=settings.internal_batch_size, max_tokens=settings.max_tokens
+        internal_batch_size=settings.internal_batch_size,
+        max_tokens=settings.max_tokens,
+        window_stride=params.get("window_stride") or settings.window_stride,
     )
+    quality = settings.quality
     try:
-        return explain(loaded.classifier, texts, methods, params, options)
+        return explain(loaded.classifier, texts, methods, params, options, quality)
     except Exception:
         log.exception("chunk failed as a whole; explaining its documents one by one")
     outcomes: list[Any] = []
     for text in texts:
         try:
-            outcomes.extend(explain(loaded.classifier, [text], methods, params, options))
+            outcomes.extend(explain(loaded.classifier, [text], methods, params, options, quality))
         except Exception as error:
             outcomes.append(f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}")
     return outcomes
 
 
 def _rows(doc_id: int, model_id: int, explained: Any, meta: dict[str, str]) -> list[dict]:
+    """One explanation row per method, each with the document's prediction."""
     return [
         {
             "document_id": doc_id,
@@ -179,6 +220,9 @@ def _rows(doc_id: int, model_id: int, explained: Any, meta: dict[str, str]) -> l
             "steps": result.steps,
             "truncated": explained.truncated,
             "timings": {**explained.timings, "seconds": result.seconds},
+            "quality": result.quality,
+            "extra": result.extra,
+            "windows": explained.windows,
             **meta,
         }
         for name, result in explained.methods.items()

@@ -23,8 +23,8 @@ from db import cli, render
 from db.cli import app
 from db.engine import get_engine, migrate, session_scope
 from db.models import Batch, Document, Explanation, Model, Status
-from db.queries import merge_wordpieces
 from db.settings import get_settings
+from db.words import merge_wordpieces
 
 runner = CliRunner()
 EXPORT_KEYS = {

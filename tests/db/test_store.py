@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from db.engine import migrate, session_scope
 from db.models import Agreement, Batch, Document, Explanation, Representation
 from db.store import (
+    agreement_rows,
     params_key,
     register_model,
     save_agreements,
@@ -61,7 +62,7 @@ def save_all(url: str, doc: int, model: int) -> tuple[int, int, int]:
         return (
             save_explanations(session, explanations),
             save_representations(session, vectors),
-            save_agreements(session, doc, model, agreement),
+            save_agreements(session, agreement_rows(doc, model, agreement)),
         )
 
 
