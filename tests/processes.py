@@ -54,8 +54,14 @@ class Deployment:
         return json.loads(done.stdout) | {"returncode": done.returncode, "stderr": done.stderr}
 
     def start_worker(
-        self, name: str, *extra: str, app: str = "workers", ready_timeout: float = 120
+        self,
+        name: str,
+        *extra: str,
+        app: str = "workers",
+        ready_timeout: float = 120,
+        wait: bool = True,
     ) -> subprocess.Popen[bytes]:
+        """Starts a worker; with ``wait`` (the default), returns once it answers a ping."""
         log = self.home / f"{name}.log"
         process = subprocess.Popen(
             [str(BIN / "celery"), "-A", app, "worker", "--concurrency=1", "--events",
@@ -67,12 +73,18 @@ class Deployment:
             start_new_session=True,  # its own process group, so a test can kill it whole
         )  # fmt: skip
         self.workers.append(process)
+        if wait:
+            self.wait_ready(name, process, ready_timeout)
+        return process
+
+    def wait_ready(self, name: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+        """Waits until the worker ``name`` answers a ping (it consumes from the broker)."""
+        log = self.home / f"{name}.log"
         broker = broker_app(self.settings)
-        deadline = time.monotonic() + ready_timeout
+        deadline = time.monotonic() + timeout
         while not broker.control.ping(destination=[f"{name}@localhost"], timeout=0.5):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker {name} did not start:\n{log.read_text()[-3000:]}")
-        return process
 
     @staticmethod
     def kill(process: subprocess.Popen[bytes]) -> None:

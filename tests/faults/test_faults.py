@@ -3,68 +3,18 @@ state with exactly one result row, whatever happened to the workers on the way."
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from db.engine import session_scope
-from db.models import Document, Explanation, Status
+from db.models import Document, Status
+from tests.faults.counting import accounting, drain, record, submit
 from tests.faults.poison_app import BROKEN, POISON_PILL
 from tests.processes import Deployment
 
 pytestmark = pytest.mark.slow
-REPORT = os.environ.get("EXPLAINQ_FAULT_REPORT")  # where to append the figures (JSONL)
-
-
-def accounting(deployment: Deployment, batch_id: str) -> dict[str, int]:
-    """Documents per status, and explanation rows missing or duplicated."""
-    with session_scope(deployment.url) as session:
-        statuses = dict(session.execute(
-            select(Document.status, func.count()).where(Document.batch_id == batch_id)
-            .group_by(Document.status)
-        ).all())  # fmt: skip
-        rows = dict(session.execute(
-            select(Document.id, func.count(Explanation.id))
-            .outerjoin(Explanation, Explanation.document_id == Document.id)
-            .where(Document.batch_id == batch_id).group_by(Document.id)
-        ).all())  # fmt: skip
-        done = set(session.scalars(
-            select(Document.id).where(Document.batch_id == batch_id, Document.status == Status.DONE)
-        ))  # fmt: skip
-    return {
-        **{status.value.lower(): statuses.get(status, 0) for status in Status},
-        "missing_rows": sum(1 for doc in done if rows[doc] == 0),
-        "duplicate_rows": sum(count - 1 for count in rows.values() if count > 1),
-    }
-
-
-def submit(deployment: Deployment, path: Path) -> str:
-    done = deployment.producer("submit", str(path), "--json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)["batch_id"]
-
-
-def drain(deployment: Deployment, batch_id: str, timeout: float = 240) -> float:
-    """Waits until every document is terminal, re-sending what stays unfinished
-    (`producer resume`: the database is the source of truth). Returns the seconds."""
-    started = time.monotonic()
-    while True:
-        counts = accounting(deployment, batch_id)
-        if counts["pending"] + counts["running"] == 0:
-            return time.monotonic() - started
-        assert time.monotonic() - started < timeout, counts
-        deployment.producer("resume", batch_id, "--stale-after", "8")
-        time.sleep(4)
-
-
-def record(scenario: str, **figures) -> None:
-    if REPORT:
-        with open(REPORT, "a") as handle:
-            handle.write(json.dumps({"scenario": scenario, **figures}) + "\n")
 
 
 def test_workers_killed_mid_batch_lose_nothing_and_write_nothing_twice(deployment, write):
