@@ -1,4 +1,5 @@
-"""results: read the explanations in the database (list, show, top-tokens, export)."""
+"""results: read the explanations in the database (list, show, quality, similar,
+top-tokens, export)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from db import queries, render
+from db import quality, queries, render, render_methods, similar
 from db.engine import migrate, session_scope
 from db.settings import get_settings
+from db.words import merge_wordpieces
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 JSON_FLAG = typer.Option(False, "--json", help="Machine-readable JSON on stdout.")
@@ -103,51 +105,118 @@ def list_command(
 def show_command(
     doc: str = typer.Argument(..., help="The document: your id, or the internal id (doc)."),
     batch: str | None = typer.Option(None, help="The batch, when your id is in several."),
+    method: list[str] = typer.Option(
+        [], help="Only these methods (repeatable or comma-separated; default: all)."
+    ),
+    words: bool = typer.Option(
+        False, "--words", help="Side by side per word (wordpieces merged, scores summed)."
+    ),
     as_json: bool = JSON_FLAG,
 ) -> None:
-    """Show a document's words coloured by attribution, with the provenance."""
+    """Show a document's words coloured by attribution, with the provenance; several
+    methods side by side, with their faithfulness and how far they agree."""
+    wanted = [m.strip() for text in method for m in text.split(",") if m.strip()]
     with _session() as session:
         document = queries.find_document(session, doc, batch)
-        records = queries.document_records(session, document)
+        records = _only(queries.document_records(session, document), wanted)
+        agreement = quality.document_agreement(session, document.id)
         internal_id = document.id
+    shown = {record["method"] for record in records}
+    agreement = {pair: rho for pair, rho in agreement.items() if set(pair) <= shown}
     if as_json:
-        _echo_json(records)
+        _echo_json([_with_views(record, agreement, words) for record in records])
         return
     out = _out()
-    for record in records:
-        heading = f"document {internal_id} · your id {record['document_id']}"
-        if record["tokens"] is None:
-            error = f": {record['error']}" if record["error"] else ""
-            out.print(Text(f"{heading} · {record['status']}{error}"), soft_wrap=True)
-            continue
-        title = f"{heading} · {record['method']}"
+    heading = f"document {internal_id} · your id {records[0]['document_id']}"
+    if records[0]["tokens"] is None:
+        record = records[0]
+        error = f": {record['error']}" if record["error"] else ""
+        out.print(Text(f"{heading} · {record['status']}{error}"), soft_wrap=True)
+        return
+    for group in _by_model(records):
+        first = group[0]
+        title = f"{heading} · {', '.join(r['method'] for r in group)}"
         out.print(
             render.heatmap(
-                record["tokens"],
-                record["attributions"],
-                record["label"],
-                record["probabilities"],
-                title=title,
+                first["tokens"], first["attributions"], first["label"],
+                first["probabilities"], title=f"{title} (shading: {first['method']})",
             )
-        )
-        out.print(render.details_table(_provenance(record)))
+        )  # fmt: skip
+        if len(group) > 1:
+            columns = {r["method"]: r["attributions"] for r in group}
+            out.print(render_methods.side_by_side(first["tokens"], columns, words=words))
+        if len(group) > 1 or first["quality"]:
+            out.print(render_methods.methods_table(group))
+        if agreement:
+            out.print(render_methods.agreement_table(agreement))
+        out.print(render.details_table(_provenance(first, several=len(group) > 1)))
 
 
-def _provenance(record: dict[str, Any]) -> dict[str, Any]:
+def _only(records: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]:
+    """The records of ``methods`` (all when empty); a method the document was not
+    explained with is an error naming the ones it was."""
+    explained = [r for r in records if r["tokens"] is not None]
+    if not methods or not explained:
+        return records
+    missing = sorted(set(methods) - {r["method"] for r in explained})
+    if missing:
+        have = sorted({r["method"] for r in explained})
+        raise _fail(f"no {', '.join(missing)} explanation of this document; it has: "
+                    f"{', '.join(have)}")  # fmt: skip
+    return [r for r in explained if r["method"] in methods]
+
+
+def _by_model(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Explanations grouped by model (tokens line up only within one model)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault((record["model"], record["model_sha256"]), []).append(record)
+    return list(groups.values())
+
+
+def _with_views(
+    record: dict[str, Any], agreement: dict[tuple[str, str], float | None], words: bool
+) -> dict[str, Any]:
+    """A show record with its agreement with each other shown method and, with
+    ``--words``, its word view."""
+    if record["tokens"] is None:
+        return record
+    method = record["method"]
+    mine = {(b if a == method else a): rho for (a, b), rho in agreement.items() if method in (a, b)}
+    extra: dict[str, Any] = {"agreement": mine}
+    if words:
+        extra["words"] = [
+            list(p) for p in merge_wordpieces(record["tokens"], record["attributions"])
+        ]
+    return {**record, **extra}
+
+
+def _provenance(record: dict[str, Any], several: bool = False) -> dict[str, Any]:
+    """Where an explanation comes from; with ``several`` methods, what they share (their
+    parameters and completeness are in the methods table)."""
     delta, gap = record["convergence_delta"], record["relative_gap"]
-    return {
+    fields: dict[str, Any] = {
         "batch": record["batch_id"],
         "model": f"{record['model']} sha256 {record['model_sha256'][:12]} ({record['model_path']})",
-        "params": json.dumps(record["params"], sort_keys=True),
-        "convergence delta": "n/a"
-        if delta is None
-        else f"{delta:.3g}" + ("" if gap is None else f" (relative {gap:.2g})"),
-        "truncated": record["truncated"],
-        "device": record["device"],
-        "worker": record["worker"],
-        "metadata": json.dumps(record["metadata"], ensure_ascii=False),
-        "created": record["created_at"],
     }
+    if not several:
+        fields["params"] = json.dumps(record["params"], sort_keys=True)
+        fields["convergence delta"] = (
+            "n/a"
+            if delta is None
+            else f"{delta:.3g}" + ("" if gap is None else f" (relative {gap:.2g})")
+        )
+    fields.update(truncated=record["truncated"])
+    windows = record.get("windows") or 1
+    if windows > 1:
+        fields["windows"] = f"{windows} overlapping (prediction: mean of their logits)"
+    fields.update(
+        device=record["device"],
+        worker=record["worker"],
+        metadata=json.dumps(record["metadata"], ensure_ascii=False),
+        created=record["created_at"],
+    )
+    return fields
 
 
 @app.command("top-tokens")
@@ -168,6 +237,46 @@ def top_tokens_command(
         _echo_json(rows)
     else:
         _out().print(render.top_tokens_table(rows, label))
+
+
+@app.command("quality")
+def quality_command(
+    batch: str | None = BATCH,
+    model: str | None = typer.Option(None, help="Only this model (its name)."),
+    as_json: bool = JSON_FLAG,
+) -> None:
+    """How faithful each method is (comprehensiveness, sufficiency, their random
+    baselines, how often it beats random) and how far methods agree, over a batch or
+    everything."""
+    with _session() as session:
+        methods = quality.method_quality(session, batch=batch, model=model)
+        pairs = quality.pair_agreement(session, batch=batch, model=model)
+    if as_json:
+        _echo_json({"methods": methods, "agreement": pairs})
+    else:
+        _out().print(render_methods.quality_summary(methods, pairs))
+
+
+@app.command("similar")
+def similar_command(
+    doc: str = typer.Argument(..., help="The document: your id, or the internal id (doc)."),
+    batch: str | None = typer.Option(None, help="The batch, when your id is in several."),
+    model: str | None = typer.Option(None, help="The model, when several explained it."),
+    within: str | None = typer.Option(None, help="Only neighbours from this batch."),
+    limit: int = typer.Option(10, help=f"How many, at most {queries.MAX_LIMIT}."),
+    as_json: bool = JSON_FLAG,
+) -> None:
+    """The documents the model represents most like DOC (cosine similarity of pooled
+    vectors), with their labels: what the model considers alike."""
+    with _session() as session:
+        document = queries.find_document(session, doc, batch)
+        result = similar.nearest(
+            session, document, limit=min(limit, queries.MAX_LIMIT), model=model, batch=within
+        )
+    if as_json:
+        _echo_json(result)
+    else:
+        _out().print(render_methods.similar_table(result))
 
 
 @app.command("export")

@@ -27,6 +27,7 @@ STATUSES = tuple(status.value.lower() for status in Status)
 EXPLANATION_FIELDS = (
     "method", "params", "label", "confidence", "probabilities", "tokens", "attributions",
     "convergence_delta", "relative_gap", "steps", "truncated", "worker", "device", "timings",
+    "quality", "extra", "windows",
 )  # fmt: skip
 EXPORT_FIELDS = (
     "batch_id", "document_id", "text", "metadata", "status", "error",

@@ -56,7 +56,7 @@ def heatmap(
     scale = max((abs(score) for _, score in words), default=0.0) or 1.0
     text = Text()
     for word, score in words:
-        text.append(word, style=_shade(score / scale))
+        text.append(word, style=shade(score / scale))
         text.append(" ")
     legend = Text.assemble(
         (" toward ", f"black on rgb{TOWARD}"),
@@ -74,7 +74,7 @@ def heatmap(
     )
 
 
-def _shade(strength: float) -> str:
+def shade(strength: float) -> str:
     """Black on a blend from white (0) to full green (1) or red (-1)."""
     if abs(strength) < 0.05:
         return ""
@@ -85,7 +85,7 @@ def _shade(strength: float) -> str:
 
 def _strongest(words: list[tuple[str, float]], scale: float, n: int = 3) -> Text:
     """The ``n`` strongest words each way, as the shading shows them (unshaded: left out)."""
-    ranked = sorted((pair for pair in words if _shade(pair[1] / scale)), key=lambda p: p[1])
+    ranked = sorted((pair for pair in words if shade(pair[1] / scale)), key=lambda p: p[1])
     toward = [f"{w} {s:+.3g}" for w, s in reversed(ranked[-n:]) if s > 0]
     against = [f"{w} {s:+.3g}" for w, s in ranked[:n] if s < 0]
     return Text(f"toward: {', '.join(toward) or '-'}  against: {', '.join(against) or '-'}")

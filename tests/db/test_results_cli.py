@@ -31,7 +31,7 @@ EXPORT_KEYS = {
     "batch_id", "document_id", "text", "metadata", "status", "error", "model", "model_path",
     "model_sha256", "method", "params", "label", "confidence", "probabilities", "tokens",
     "attributions", "convergence_delta", "relative_gap", "steps", "truncated", "worker",
-    "device", "timings", "created_at",
+    "device", "timings", "quality", "extra", "windows", "created_at",
 }  # fmt: skip
 SPECIAL = {"[CLS]", "[SEP]", "[PAD]"}
 DOCS = [
@@ -206,7 +206,7 @@ def test_show_finds_documents_by_either_id_and_refuses_to_guess(filled):
     assert (mine["text"], mine["status"], mine["tokens"]) == ("clash", "pending", None)
     (internal,) = run_json("show", clash, "--batch", filled.batch)
     assert internal["document_id"] == "a" and internal["tokens"] == DOCS[0][3]
-    assert set(internal) == EXPORT_KEYS
+    assert set(internal) == EXPORT_KEYS | {"agreement"}  # show adds its agreement
 
 
 def test_heatmap_colours_by_share_of_the_largest_attribution():

@@ -5,12 +5,17 @@ worker, stored with their quality, agreement and the document's vector, and read
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from db.engine import session_scope
+from db.models import Agreement, Batch, Document, Representation
+from db.quality import METRICS
 from tests.processes import BIN, explainq_env
 
 BLOCKED = ("torch", "transformers", "captum", "workers")
@@ -81,3 +86,77 @@ def test_every_tunable_parameter_belongs_to_some_method():
     for module in METHODS.values():
         known |= set(module.PARAMS) | set(getattr(module, "ADAPTIVE_PARAMS", {}))
     assert set(TUNABLE) <= known, set(TUNABLE) - known
+
+
+TEXTS = [
+    "a gorgeous, witty, seductive movie.",
+    "the film is strictly routine.",
+    "an utterly incompetent conclusion to a lazy script that drags on",
+    "one of the most exciting and moving films of the year",
+]
+FOUR = ("lig", "saliency", "attention", "occlusion")
+
+
+def results(system, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(BIN / "results"), *args], env=system.env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.mark.slow
+def test_a_batch_with_four_methods_stores_everything_and_reads_back(system, write):
+    lines = "".join(json.dumps({"id": f"m{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS))
+    summary = system.submit(write("methods.jsonl", lines), "--method", "lig,saliency",
+                            "--method", "attention,occlusion")  # fmt: skip
+    assert summary["status"]["done"] == len(TEXTS), summary["stderr"]
+    batch = summary["batch_id"]
+    with session_scope(system.url) as session:
+        docs = session.scalars(select(Document).where(Document.batch_id == batch)).all()
+        assert session.get(Batch, batch).methods == list(FOUR)
+        for doc in docs:
+            rows = {e.method: e for e in doc.explanations}
+            assert sorted(rows) == sorted(FOUR)  # one row per method, none twice
+            for row in rows.values():
+                assert set(row.quality) == set(METRICS) and row.windows == 1
+                assert len(row.attributions) == len(row.tokens)
+            cls = rows["attention"].extra["cls_attention"]
+            assert len(cls) == 2 and all(len(layer) == len(row.tokens) for layer in cls)
+            assert rows["lig"].steps == 20 and rows["saliency"].steps is None
+            pairs = session.scalars(select(Agreement).where(Agreement.document_id == doc.id))
+            assert {(a.method_a, a.method_b) for a in pairs} == {
+                (a, b) for a in FOUR for b in FOUR if a < b
+            }
+            (vector,) = session.scalars(
+                select(Representation).where(Representation.document_id == doc.id)
+            )
+            assert len(vector.vector) == 32 and vector.norm > 0  # the tiny BERT's width
+
+    summary = json.loads(results(system, "quality", "--batch", batch, "--json").stdout)
+    assert [m["method"] for m in summary["methods"]] == sorted(FOUR)
+    assert all(m["documents"] == m["measured"] == len(TEXTS) for m in summary["methods"])
+    assert len(summary["agreement"]) == 6
+    assert "occlusion" in results(system, "quality", "--batch", batch).stdout
+
+    shown = results(system, "show", "m0", "--batch", batch, "--words").stdout
+    for text in ("gorgeous", "saliency", "occlusion", "comp.", "agreement"):
+        assert text in shown, text
+    similar = json.loads(results(system, "similar", "m0", "--batch", batch, "--within", batch,
+                                 "--json").stdout)  # fmt: skip
+    assert len(similar["neighbours"]) == len(TEXTS) - 1
+    assert all(-1 <= n["similarity"] <= 1 for n in similar["neighbours"])
+
+
+@pytest.mark.slow
+def test_a_long_document_is_explained_in_windows_covering_every_token(system, write):
+    words = [f"word{i % 50}" for i in range(700)]  # over the tiny model's 512 positions
+    path = write("long.jsonl", json.dumps({"id": "long", "text": " ".join(words)}) + "\n")
+    summary = system.submit(path, "--method", "saliency", "--window-stride", "200")
+    assert summary["status"]["done"] == 1, summary["stderr"]
+    with session_scope(system.url) as session:
+        (doc,) = session.scalars(select(Document).where(Document.batch_id == summary["batch_id"]))
+        (row,) = doc.explanations
+        assert row.windows > 1 and not row.truncated
+        assert len(row.tokens) == len(row.attributions) > 700
+        assert row.tokens[0] == "[CLS]" and row.tokens[-1] == "[SEP]"

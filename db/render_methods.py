@@ -1,0 +1,143 @@
+"""Rich renderables for several methods at once: ``results show`` side by side, ``results
+quality`` and ``results similar``. Like ``render``, user and model text goes in as ``Text``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from db.quality import METRICS
+from db.render import shade
+from db.words import merge_columns
+
+SHORT = {
+    "comprehensiveness": "comp.",
+    "sufficiency": "suff.",
+    "random_comprehensiveness": "random comp.",
+    "random_sufficiency": "random suff.",
+}
+
+
+def side_by_side(
+    tokens: Sequence[str], columns: Mapping[str, Sequence[float]], words: bool = False
+) -> Table:
+    """One row per token (or word, with ``words``), one column per method, each cell
+    shaded by its share of that method's largest |score| in this document."""
+    if words:
+        shown, scores = merge_columns(tokens, columns)
+    else:
+        shown, scores = list(tokens), {name: list(values) for name, values in columns.items()}
+    table = Table(title="word" if words else "token", title_justify="left", box=None)
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("word" if words else "token")
+    for name in scores:
+        table.add_column(Text(name), justify="right")
+    scales = {name: max(map(abs, values), default=0.0) or 1.0 for name, values in scores.items()}
+    for position, token in enumerate(shown):
+        cells = [
+            Text(f"{values[position]:+.3g}", style=shade(values[position] / scales[name]))
+            for name, values in scores.items()
+        ]
+        table.add_row(str(position), Text(token), *cells)
+    return table
+
+
+def methods_table(records: Sequence[Mapping[str, Any]]) -> Table:
+    """Per method of one document: its parameters, faithfulness and completeness."""
+    table = Table(title="methods", title_justify="left", box=None, padding=(0, 1, 0, 0))
+    for column in ("method", *SHORT.values(), "delta", "windows", "seconds", "params"):
+        table.add_column(column, justify="left" if column in ("method", "params") else "right")
+    for record in records:
+        quality = record.get("quality") or {}
+        delta = record.get("convergence_delta")
+        seconds = (record.get("timings") or {}).get("seconds")
+        table.add_row(
+            Text(record["method"]),
+            *(_number(quality.get(name)) for name in METRICS),
+            "" if delta is None else f"{delta:.2g}",
+            str(record.get("windows") or 1),
+            "" if seconds is None else f"{seconds:.3f}",
+            Text(", ".join(f"{k}={v}" for k, v in sorted(record["params"].items())), style="dim"),
+        )
+    return table
+
+
+def agreement_table(pairs: Mapping[tuple[str, str], float | None]) -> Table:
+    """One document's rank agreement (Spearman) per pair of methods."""
+    table = Table(title="agreement (Spearman)", title_justify="left", box=None)
+    for column in ("methods", "rho"):
+        table.add_column(column, justify="right" if column == "rho" else "left")
+    for (method_a, method_b), rho in sorted(pairs.items()):
+        table.add_row(Text(f"{method_a} ~ {method_b}"), _number(rho))
+    return table
+
+
+def quality_summary(methods: Sequence[Mapping[str, Any]], pairs: Sequence[Mapping]) -> Table:
+    """``results quality``: per method, mean ± spread of each metric and the share of
+    documents where it beats a random ranking; then mean agreement per pair."""
+    table = Table(
+        title="faithfulness per method (mean ± std)", title_justify="left",
+        caption="comp.: higher is more faithful; suff.: lower is. beats random: share of "
+        "documents where the method does better than a random ranking of the same tokens",
+        caption_justify="left",
+    )  # fmt: skip
+    table.add_column("method")
+    table.add_column("docs", justify="right")
+    for name in METRICS:
+        table.add_column(SHORT[name], justify="right")
+    table.add_column("beats random\ncomp. / suff.", justify="right")
+    for row in methods:
+        beats = row["beats_random"]
+        table.add_row(
+            Text(row["method"]),
+            str(row["documents"]),
+            *(_mean_std(row[name]) for name in METRICS),
+            f"{_percent(beats['comprehensiveness'])} / {_percent(beats['sufficiency'])}",
+        )
+    agreement = Table(title="agreement between methods (Spearman, mean ± std)",
+                      title_justify="left")  # fmt: skip
+    for column in ("methods", "docs", "rho"):
+        agreement.add_column(column, justify="left" if column == "methods" else "right")
+    for pair in pairs:
+        agreement.add_row(
+            Text(" ~ ".join(pair["methods"])), str(pair["documents"]), _mean_std(pair["spearman"])
+        )
+    outer = Table.grid()
+    outer.add_row(table)
+    outer.add_row(agreement if pairs else Text("no agreement: one method per document"))
+    return outer
+
+
+def similar_table(result: Mapping[str, Any]) -> Table:
+    """``results similar``: the nearest documents, most similar first."""
+    title = f"nearest to document {result['document']} ({result['external_id']}), {result['model']}"
+    table = Table(title=Text(title), title_justify="left")
+    for column in ("doc", "id", "similarity", "label", "confidence", "text"):
+        table.add_column(column, justify="left" if column in ("id", "label", "text") else "right")
+    for row in result["neighbours"]:
+        table.add_row(
+            str(row["id"]),
+            Text(row["external_id"]),
+            f"{row['similarity']:.4f}",
+            Text(row["label"] or ""),
+            _number(row["confidence"], "{:.2f}"),
+            Text(row["snippet"]),
+        )
+    return table
+
+
+def _number(value: float | None, spec: str = "{:+.3f}") -> str:
+    return "" if value is None else spec.format(value)
+
+
+def _mean_std(figure: Mapping[str, float | None]) -> str:
+    if figure["mean"] is None:
+        return "-"
+    return f"{figure['mean']:+.3f} ± {figure['std']:.3f}"
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
