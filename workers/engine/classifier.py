@@ -87,19 +87,32 @@ class Classifier:
         positions = self.info.get("max_positions") or 512
         return min(positions, self.tokenizer.model_max_length or positions)
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits; the signature Captum calls with interpolated embeddings in place."""
         return self._run(input_ids, attention_mask, token_type_ids).logits.float()
 
     def predict(
-        self, input_ids, attention_mask, token_type_ids=None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and the pooled representation (the final layer's [CLS] hidden state,
         float32) from one forward pass: the vector nearest-neighbour search uses."""
         out = self._run(input_ids, attention_mask, token_type_ids, output_hidden_states=True)
         return out.logits.float(), out.hidden_states[-1][:, 0].float()
 
-    def attentions(self, input_ids, attention_mask, token_type_ids=None) -> list[torch.Tensor]:
+    def attentions(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
         """Attention probabilities of every layer (documents x heads x positions x
         positions, float32), under ``inference_mode``. SDPA kernels do not return them,
         so this forward alone runs with eager attention; every other pass keeps the
@@ -108,7 +121,13 @@ class Classifier:
             out = self._run(input_ids, attention_mask, token_type_ids, output_attentions=True)
         return [layer.float() for layer in out.attentions]
 
-    def _run(self, input_ids, attention_mask, token_type_ids=None, **flags: bool) -> Any:
+    def _run(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        **flags: bool,
+    ) -> Any:
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, **flags}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids

@@ -65,7 +65,9 @@ def explain(
     for piece, window in enumerate(windows):
         by_doc.setdefault(window.doc, []).append(piece)
     windowed = {doc: p for doc, p in by_doc.items() if len(p) > 1}
+    started = time.perf_counter()
     predictions = _predict_windowed(classifier, pieces, windowed, options)
+    prepass_seconds = (time.perf_counter() - started) / max(len(windowed), 1)
     forced = {
         piece: int(predictions[doc][0].argmax()) for doc, p in windowed.items() for piece in p
     }
@@ -82,6 +84,7 @@ def explain(
                 [windows[p] for p in doc_pieces],
                 [explained[p] for p in doc_pieces],
             )
+            result.timings["predict"] = result.timings.get("predict", 0.0) + prepass_seconds
         else:
             result = explained[doc_pieces[0]]
         result.timings["tokenize"] = tokenize_seconds

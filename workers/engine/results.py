@@ -87,29 +87,38 @@ def _merge_method(
     results: list[MethodResult], windows: Sequence[Window], length: int
 ) -> MethodResult:
     first = results[0]
-    deltas = [r.convergence_delta for r in results]
-    gaps = [r.relative_gap for r in results]
-    steps = [r.steps for r in results]
-    qualities = [r.quality for r in results]
-    extra = None
-    if first.extra is not None:
-        extra = {
-            key: [
-                stitch(windows, [r.extra[key][i] for r in results], length)  # type: ignore[index]
-                for i in range(len(value))
-            ]
-            for key, value in first.extra.items()
-        }
+    deltas = [r.convergence_delta for r in results if r.convergence_delta is not None]
+    gaps = [r.relative_gap for r in results if r.relative_gap is not None]
+    steps = [r.steps for r in results if r.steps is not None]
     return MethodResult(
         method=first.method,
         params=first.params,
         attributions=stitch(windows, [r.attributions for r in results], length),
-        convergence_delta=None if None in deltas else sum(deltas),  # type: ignore[arg-type]
+        convergence_delta=sum(deltas) if deltas else None,
         seconds=sum(r.seconds for r in results),
-        steps=None if None in steps else max(steps),  # type: ignore[type-var]
-        relative_gap=None if None in gaps else max(gaps),  # type: ignore[type-var]
-        quality=None
-        if None in qualities
-        else {k: sum(q[k] for q in qualities) / len(qualities) for k in qualities[0]},  # type: ignore[index]
-        extra=extra,
+        steps=max(steps) if steps else None,
+        relative_gap=max(gaps) if gaps else None,
+        quality=_mean_quality([r.quality for r in results]),
+        extra=_stitch_extra([r.extra for r in results], windows, length),
     )
+
+
+def _mean_quality(qualities: list[dict[str, float] | None]) -> dict[str, float] | None:
+    """Each faithfulness figure averaged over the windows."""
+    present = [q for q in qualities if q is not None]
+    if not present:
+        return None
+    return {key: sum(q[key] for q in present) / len(present) for key in present[0]}
+
+
+def _stitch_extra(
+    extras: list[dict[str, Any] | None], windows: Sequence[Window], length: int
+) -> dict[str, Any] | None:
+    """Per-token maps (rows x window tokens) stitched row by row like the scores."""
+    present = [e for e in extras if e is not None]
+    if len(present) != len(extras) or not present:
+        return None
+    return {
+        key: [stitch(windows, [e[key][i] for e in present], length) for i in range(len(rows))]
+        for key, rows in present[0].items()
+    }
