@@ -57,6 +57,8 @@ def tokenize(classifier: Classifier, texts: Sequence[str], max_tokens: int) -> l
 def token_ids(classifier: Classifier, texts: Sequence[str]) -> list[list[int]]:
     """Every text's whole token ids with special tokens: nothing is cut here (long
     documents become windows, see ``windows``)."""
+    if not texts:
+        return []  # fast tokenizers fail on an empty batch
     tokenizer = classifier.tokenizer
     encoded = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)
     return [list(ids) for ids in encoded["input_ids"]]
