@@ -1,5 +1,5 @@
 """results: read the explanations in the database (list, show, quality, similar,
-top-tokens, export)."""
+top-tokens, export, methods)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 
 from db import quality, queries, render, render_methods, similar
 from db.engine import migrate, session_scope
-from db.settings import get_settings
+from db.params import TUNABLE
+from db.settings import METHODS, get_settings
 from db.words import merge_wordpieces
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
@@ -113,8 +114,10 @@ def show_command(
     ),
     as_json: bool = JSON_FLAG,
 ) -> None:
-    """Show a document's words coloured by attribution, with the provenance; several
-    methods side by side, with their faithfulness and how far they agree."""
+    """Show a document's words coloured by attribution, with the provenance.
+
+    Several methods are shown side by side, with their faithfulness and how far they
+    agree."""
     wanted = [m.strip() for text in method for m in text.split(",") if m.strip()]
     with _session() as session:
         document = queries.find_document(session, doc, batch)
@@ -245,9 +248,10 @@ def quality_command(
     model: str | None = typer.Option(None, help="Only this model (its name)."),
     as_json: bool = JSON_FLAG,
 ) -> None:
-    """How faithful each method is (comprehensiveness, sufficiency, their random
-    baselines, how often it beats random) and how far methods agree, over a batch or
-    everything."""
+    """How faithful each method is, and how far methods agree, over a batch or everything.
+
+    Per method: documents, mean and std of comprehensiveness, sufficiency and their
+    random-ranking baselines, and the share of documents where it beats random."""
     with _session() as session:
         methods = quality.method_quality(session, batch=batch, model=model)
         pairs = quality.pair_agreement(session, batch=batch, model=model)
@@ -266,8 +270,9 @@ def similar_command(
     limit: int = typer.Option(10, help=f"How many, at most {queries.MAX_LIMIT}."),
     as_json: bool = JSON_FLAG,
 ) -> None:
-    """The documents the model represents most like DOC (cosine similarity of pooled
-    vectors), with their labels: what the model considers alike."""
+    """The documents the model considers most like DOC, with their labels.
+
+    Cosine similarity of the pooled vectors stored per document and model."""
     with _session() as session:
         document = queries.find_document(session, doc, batch)
         result = similar.nearest(
@@ -277,6 +282,23 @@ def similar_command(
         _echo_json(result)
     else:
         _out().print(render_methods.similar_table(result))
+
+
+@app.command("methods")
+def methods_command(as_json: bool = JSON_FLAG) -> None:
+    """The attribution methods and the parameters a batch can ask for.
+
+    For producer submit --method and --param key=value."""
+    listing = {
+        "methods": list(METHODS),
+        "params": {name: meaning for name, (_, meaning) in TUNABLE.items()},
+    }
+    if as_json:
+        _echo_json(listing)
+        return
+    out = _out()
+    out.print(Text(f"methods: {', '.join(METHODS)}"), soft_wrap=True)
+    out.print(render.details_table({f"--param {k}=": v for k, v in listing["params"].items()}))
 
 
 @app.command("export")

@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from sqlalchemy import event
 from typer.testing import CliRunner
 
 from db.cli import app
-from db.engine import migrate, session_scope
+from db.engine import get_engine, migrate, session_scope
 from db.models import Batch, Document, Status
 from db.quality import METRICS
 from db.settings import get_settings
@@ -252,3 +253,31 @@ def test_top_tokens_per_method_match_brute_force(filled):
             assert row["documents"] == len(documents[row["token"]])
         means = [r["mean_attribution"] for r in rows]
         assert means == sorted(means, reverse=True)
+
+
+def test_quality_is_aggregated_by_the_database_and_similar_streams(filled):
+    statements: list[tuple[str, bool]] = []
+
+    def spy(_conn, _cursor, statement, _params, context, _many) -> None:
+        statements.append((statement, bool(context.execution_options.get("stream_results"))))
+
+    engine = get_engine(filled.url)
+    event.listen(engine, "before_cursor_execute", spy)
+    try:
+        run_json("quality")
+        reads = [s for s, _ in statements if "FROM explanations" in s]
+        assert len(reads) == 1 and "GROUP BY explanations.method" in reads[0]
+        assert "avg(" in reads[0].lower()  # per-method figures, not rows
+        statements.clear()
+        run_json("similar", "a")
+        vectors = [(s, streamed) for s, streamed in statements if "representations.vector" in s]
+        assert len(vectors) == 2 and vectors[-1][1]  # its own vector, then one streamed pass
+    finally:
+        event.remove(engine, "before_cursor_execute", spy)
+
+
+def test_methods_lists_what_a_batch_can_ask_for():
+    listing = run_json("methods")
+    assert listing["methods"][0] == "lig" and "occlusion" in listing["methods"]
+    assert "n_samples" in listing["params"] and "kernel_shap" in listing["params"]["n_samples"]
+    assert "--param window=" in run("methods").stdout

@@ -8,14 +8,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from db.engine import session_scope
-from db.models import Agreement, Batch, Document, Representation
+from db.models import Agreement, Batch, Document, Explanation, Representation, Status
 from db.quality import METRICS
+from db.settings import EXPLAIN_TASK
+from producer.submit import broker_app
 from tests.processes import BIN, explainq_env
 
 BLOCKED = ("torch", "transformers", "captum", "workers")
@@ -146,6 +149,36 @@ def test_a_batch_with_four_methods_stores_everything_and_reads_back(system, writ
                                  "--json").stdout)  # fmt: skip
     assert len(similar["neighbours"]) == len(TEXTS) - 1
     assert all(-1 <= n["similarity"] <= 1 for n in similar["neighbours"])
+
+    # Redelivered after the commit (as if its worker died before acknowledging): the
+    # documents are explained again and nothing is written twice.
+    ids = [doc.id for doc in docs]
+    before = stored_counts(system.url, ids)
+    assert before == (4 * len(TEXTS), len(TEXTS), 6 * len(TEXTS))
+    with session_scope(system.url) as session:
+        session.execute(update(Document).where(Document.id.in_(ids)).values(status=Status.RUNNING))
+    broker_app(system.settings).send_task(EXPLAIN_TASK, args=[batch, ids])
+    deadline = time.monotonic() + 120
+    while not all_done(system.url, ids):
+        assert time.monotonic() < deadline, "the redelivered task did not finish"
+        time.sleep(0.5)
+    assert stored_counts(system.url, ids) == before
+
+
+def stored_counts(url: str, ids: list[int]) -> tuple[int, int, int]:
+    with session_scope(url) as session:
+        return tuple(
+            session.scalar(
+                select(func.count()).select_from(table).where(table.document_id.in_(ids))
+            )
+            for table in (Explanation, Representation, Agreement)
+        )
+
+
+def all_done(url: str, ids: list[int]) -> bool:
+    with session_scope(url) as session:
+        statuses = session.scalars(select(Document.status).where(Document.id.in_(ids)))
+        return set(statuses) == {Status.DONE}
 
 
 @pytest.mark.slow
