@@ -212,3 +212,11 @@ def test_agreement_covers_every_pair_of_methods(every_method):
     assert set(long_doc.agreement) == pairs
     assert all(-1 <= rho <= 1 for rho in long_doc.agreement.values())
     assert every_method[1].agreement == {}  # one content token: no ranking to compare
+
+
+def test_a_document_with_no_content_tokens_still_gets_every_method(classifier):
+    (empty,) = explain(classifier, [""], methods=list(METHODS), params=FAST)
+    assert empty.tokens == ["[CLS]", "[SEP]"] and empty.agreement == {}
+    for name, method in empty.methods.items():
+        assert len(method.attributions) == 2 and method.quality is not None, name
+    assert explain(classifier, [], methods=list(METHODS)) == []
