@@ -19,11 +19,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from db import quality, queries, render, render_methods, similar
+from db import quality, queries, render, render_methods, similar, views
 from db.engine import migrate, session_scope
 from db.params import TUNABLE
 from db.settings import METHODS, get_settings
-from db.words import merge_wordpieces
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 JSON_FLAG = typer.Option(False, "--json", help="Machine-readable JSON on stdout.")
@@ -121,13 +120,13 @@ def show_command(
     wanted = [m.strip() for text in method for m in text.split(",") if m.strip()]
     with _session() as session:
         document = queries.find_document(session, doc, batch)
-        records = _only(queries.document_records(session, document), wanted)
+        records = views.only(queries.document_records(session, document), wanted)
         agreement = quality.document_agreement(session, document.id)
         internal_id = document.id
     shown = {record["method"] for record in records}
     agreement = {pair: rho for pair, rho in agreement.items() if set(pair) <= shown}
     if as_json:
-        _echo_json([_with_views(record, agreement, words) for record in records])
+        _echo_json([views.for_json(record, agreement, words) for record in records])
         return
     out = _out()
     heading = f"document {internal_id} · your id {records[0]['document_id']}"
@@ -136,7 +135,7 @@ def show_command(
         error = f": {record['error']}" if record["error"] else ""
         out.print(Text(f"{heading} · {record['status']}{error}"), soft_wrap=True)
         return
-    for group in _by_model(records):
+    for group in views.by_model(records):
         first = group[0]
         title = f"{heading} · {', '.join(r['method'] for r in group)}"
         out.print(
@@ -152,74 +151,7 @@ def show_command(
             out.print(render_methods.methods_table(group))
         if agreement:
             out.print(render_methods.agreement_table(agreement))
-        out.print(render.details_table(_provenance(first, several=len(group) > 1)))
-
-
-def _only(records: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]:
-    """The records of ``methods`` (all when empty); a method the document was not
-    explained with is an error naming the ones it was."""
-    explained = [r for r in records if r["tokens"] is not None]
-    if not methods or not explained:
-        return records
-    missing = sorted(set(methods) - {r["method"] for r in explained})
-    if missing:
-        have = sorted({r["method"] for r in explained})
-        raise _fail(f"no {', '.join(missing)} explanation of this document; it has: "
-                    f"{', '.join(have)}")  # fmt: skip
-    return [r for r in explained if r["method"] in methods]
-
-
-def _by_model(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Explanations grouped by model (tokens line up only within one model)."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for record in records:
-        groups.setdefault((record["model"], record["model_sha256"]), []).append(record)
-    return list(groups.values())
-
-
-def _with_views(
-    record: dict[str, Any], agreement: dict[tuple[str, str], float | None], words: bool
-) -> dict[str, Any]:
-    """A show record with its agreement with each other shown method and, with
-    ``--words``, its word view."""
-    if record["tokens"] is None:
-        return record
-    method = record["method"]
-    mine = {(b if a == method else a): rho for (a, b), rho in agreement.items() if method in (a, b)}
-    extra: dict[str, Any] = {"agreement": mine}
-    if words:
-        extra["words"] = [
-            list(p) for p in merge_wordpieces(record["tokens"], record["attributions"])
-        ]
-    return {**record, **extra}
-
-
-def _provenance(record: dict[str, Any], several: bool = False) -> dict[str, Any]:
-    """Where an explanation comes from; with ``several`` methods, what they share (their
-    parameters and completeness are in the methods table)."""
-    delta, gap = record["convergence_delta"], record["relative_gap"]
-    fields: dict[str, Any] = {
-        "batch": record["batch_id"],
-        "model": f"{record['model']} sha256 {record['model_sha256'][:12]} ({record['model_path']})",
-    }
-    if not several:
-        fields["params"] = json.dumps(record["params"], sort_keys=True)
-        fields["convergence delta"] = (
-            "n/a"
-            if delta is None
-            else f"{delta:.3g}" + ("" if gap is None else f" (relative {gap:.2g})")
-        )
-    fields.update(truncated=record["truncated"])
-    windows = record.get("windows") or 1
-    if windows > 1:
-        fields["windows"] = f"{windows} overlapping (prediction: mean of their logits)"
-    fields.update(
-        device=record["device"],
-        worker=record["worker"],
-        metadata=json.dumps(record["metadata"], ensure_ascii=False),
-        created=record["created_at"],
-    )
-    return fields
+        out.print(render.details_table(views.provenance(first, several=len(group) > 1)))
 
 
 @app.command("top-tokens")
