@@ -2,8 +2,9 @@
 loop both share.
 
 Captum's default surrogates call scikit-learn, which explainq does not install; this
-one solves the weighted (ridge) least squares in closed form with torch: exact,
-deterministic and fast for the few hundred samples and features of a sentence.
+one solves the weighted (ridge) least squares in closed form with torch, in float64 on
+the CPU: exact, deterministic and fast for the few hundred samples and features of a
+sentence.
 """
 
 from __future__ import annotations
@@ -30,16 +31,18 @@ class WeightedRidge(Model):
 
     def fit(self, train_data: DataLoader, **kwargs: object) -> dict[str, float]:
         xs, ys, ws = zip(*train_data, strict=True)
-        x = torch.cat(xs).double()
-        y, w = torch.cat(ys).double().reshape(-1), torch.cat(ws).double().reshape(-1)
+        device = xs[0].device  # Captum keeps the samples there and the weights on the CPU
+        x = torch.cat(xs).cpu().double()
+        y = torch.cat(ys).cpu().double().reshape(-1)
+        w = torch.cat(ws).cpu().double().reshape(-1)
         w = w / w.sum()
         x_mean, y_mean = w @ x, w @ y  # centring leaves the intercept unpenalised
         xc, yc = x - x_mean, y - y_mean
         gram = xc.T @ (w[:, None] * xc) + self.alpha * torch.eye(x.shape[1], dtype=x.dtype)
         rhs = xc.T @ (w * yc)
         coefficients = torch.linalg.lstsq(gram, rhs[:, None]).solution[:, 0]
-        self.coefficients = coefficients.float()[None, :]
-        self.intercept = (y_mean - x_mean @ coefficients).float()
+        self.coefficients = coefficients.float()[None, :].to(device)
+        self.intercept = (y_mean - x_mean @ coefficients).float().to(device)
         return {}
 
     def representation(self) -> torch.Tensor:
