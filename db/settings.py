@@ -84,6 +84,7 @@ class Settings(BaseSettings):
              "chunk_size": self.chunk_size},
             options=False,
         )  # fmt: skip
+        problems += stride_problems(self, self.window_stride, options=False)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -157,6 +158,16 @@ def over_caps(settings: Settings, values: dict[str, Any], *, options: bool = Tru
             )
             problems.append(f"{given} is over the limit EXPLAINQ_{cap.upper()}={limit}")
     return problems
+
+
+def stride_problems(settings: Settings, stride: int | None, *, options: bool = True) -> list[str]:
+    """A window stride must leave no gap: at most a window's content (EXPLAINQ_MAX_TOKENS
+    less [CLS] and [SEP]; a model with a smaller limit narrows it further)."""
+    width = settings.max_tokens - 2
+    if stride is None or stride <= width:
+        return []
+    given = f"--window-stride {stride}" if options else f"EXPLAINQ_WINDOW_STRIDE={stride}"
+    return [f"{given} is over the limit EXPLAINQ_MAX_TOKENS-2={width} (no gaps between windows)"]
 
 
 @cache

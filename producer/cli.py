@@ -15,7 +15,7 @@ from rich.text import Text
 from db.engine import session_scope
 from db.models import Status
 from db.params import TUNABLE, check_caps, parse_params
-from db.settings import METHODS, Settings, get_settings
+from db.settings import METHODS, Settings, get_settings, stride_problems
 from db.store import touch, unfinished
 from producer.progress import WaitTimeout, counts, wait
 from producer.readers import InputError
@@ -151,6 +151,8 @@ def batch_params(
     if window_stride is not None:
         params["window_stride"] = window_stride
     check_caps({**params, **({"chunk_size": chunk_size} if chunk_size else {})}, settings)
+    if problems := stride_problems(settings, window_stride):
+        raise ValueError(problems[0])
     return params
 
 

@@ -58,6 +58,8 @@ def submit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         (("--param", "colour=red"), {}, "expected key=value with a key of: n_steps"),
         ((), {"EXPLAINQ_N_STEPS": "5000"}, "EXPLAINQ_N_STEPS=5000 is over the limit"),
         ((), {"EXPLAINQ_INTERNAL_BATCH_SIZE": "9999"}, "EXPLAINQ_MAX_INTERNAL_BATCH_SIZE=4096"),
+        (("--window-stride", "600"), {}, "--window-stride 600 is over the limit EXPLAINQ_MAX"),
+        ((), {"EXPLAINQ_WINDOW_STRIDE": "511"}, "EXPLAINQ_MAX_TOKENS-2=510"),
     ],
 )
 def test_producer_refuses_without_torch(no_torch_env, args, env, expected):
