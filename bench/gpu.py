@@ -147,7 +147,9 @@ def bench_set(
     quality_texts = texts[: args["quality_documents"]]
     classifier.autocast = False
     reference = engine_run(classifier, quality_texts, {"n_steps": 256})
-    engine_run(classifier, texts[:8], {"n_steps": 8})  # warm-up: kernels, allocator
+    for autocast in (False, True):  # warm-up: each precision loads its own kernels
+        classifier.autocast = autocast
+        engine_run(classifier, texts[:64], {"n_steps": 8})
 
     def engine(params: dict, autocast: bool) -> Callable[[], list[Attributed]]:
         def run() -> list[Attributed]:
