@@ -34,6 +34,7 @@ from db.store import (
     unfinished,
 )
 from workers.celery_app import app
+from workers.fatal import exit_if_sticky
 from workers.model_holder import LoadedModel, describe_device, get_model, worker_name
 
 log = logging.getLogger(__name__)
@@ -190,13 +191,15 @@ def _explain(loaded: LoadedModel, texts, methods, params, settings) -> list[Any]
     quality = settings.quality
     try:
         return explain(loaded.classifier, texts, methods, params, options, quality)
-    except Exception:
+    except Exception as error:
+        exit_if_sticky(error)  # a broken CUDA context would fail every document after
         log.exception("chunk failed as a whole; explaining its documents one by one")
     outcomes: list[Any] = []
     for text in texts:
         try:
             outcomes.extend(explain(loaded.classifier, [text], methods, params, options, quality))
         except Exception as error:
+            exit_if_sticky(error)
             outcomes.append(f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}")
     return outcomes
 
