@@ -27,6 +27,7 @@ class Attribution:
     steps: list[int] | None = None  # per document
     gaps: torch.Tensor | None = None  # per document: |delta| / |f(x) - f(baseline)|
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    fp32: list[bool] | None = None  # per document: recomputed in fp32 after bf16 stalled
 
 
 def masked(scores: torch.Tensor, group: Group) -> torch.Tensor:

@@ -8,12 +8,16 @@ With ``n_steps="auto"`` the steps adapt per document: every document starts with
 ``start_steps`` Gauss-Legendre nodes, and only those whose completeness gap
 |delta| exceeds ``tolerance`` x |f(x) - f(baseline)| are computed again, with the steps
 that their own error curve predicts, up to ``max_steps``. The steps each document took
-are returned with it.
+are returned with it. Under bf16 autocast (GPUs) a document whose gap stops falling when
+its steps rise has hit bf16's rounding, not the quadrature's error: it is computed again
+in fp32 (logit gap included), and the result says so.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -82,33 +86,64 @@ def _adaptive(
     internal_batch_size: int,
 ) -> Attribution:
     """Every document starts at ``start_steps``; one over tolerance is run again at the
-    step count its own error curve predicts, until it is within tolerance."""
+    step count its own error curve predicts, until it is within tolerance; one whose gap
+    stalls under bf16 is run again in fp32."""
     tolerance, max_steps = float(params["tolerance"]), int(params["max_steps"])
     size = len(group.indices)
     scores = torch.zeros(group.input_ids.shape, dtype=torch.float32, device=gap.device)
     history: list[list[tuple[int, float]]] = [[] for _ in range(size)]
-    planned = dict.fromkeys(range(size), min(int(params["start_steps"]), max_steps))
+    in_fp32: set[int] = set()
+    planned = dict.fromkeys(range(size), (min(int(params["start_steps"]), max_steps), False))
     while planned:
-        for steps, rows in _by_steps(planned).items():
+        for (steps, fp32), rows in _by_plan(planned).items():
             index = torch.tensor(rows, device=gap.device)
-            part = _integrate(classifier, group.subset(index), baselines[index], targets[index],
-                              params, steps, internal_batch_size)  # fmt: skip
+            part_group = group.subset(index)
+            with _full_precision(classifier, fp32):
+                if fp32:  # the bf16 gap carries the same rounding: measure it again
+                    gap[index] = _logit_gap(classifier, part_group, baselines[index],
+                                            targets[index])  # fmt: skip
+                part = _integrate(classifier, part_group, baselines[index], targets[index],
+                                  params, steps, internal_batch_size)  # fmt: skip
             scores[index] = part
             relative = _relative(part.double().sum(-1) - gap[index].double(), gap[index])
             for row, value in zip(rows, relative.tolist(), strict=True):
                 history[row].append((steps, value))
-        planned = {
-            row: _predict_steps(history[row], tolerance, max_steps)
-            for row in range(size)
-            if history[row][-1][1] > tolerance and history[row][-1][0] < max_steps
-        }
-    return _result(scores, gap, [h[-1][0] for h in history])
+        planned = {}
+        for row in range(size):
+            steps, error = history[row][-1]
+            if error <= tolerance:
+                continue
+            if classifier.autocast and row not in in_fp32 and _stalled(history[row], max_steps):
+                in_fp32.add(row)
+                history[row] = []  # a new error curve: fp32's
+                planned[row] = (steps, True)
+            elif steps < max_steps:
+                planned[row] = (_predict_steps(history[row], tolerance, max_steps), row in in_fp32)
+    result = _result(scores, gap, [h[-1][0] for h in history])
+    result.fp32 = [row in in_fp32 for row in range(size)]
+    return result
 
 
-def _by_steps(planned: dict[int, int]) -> dict[int, list[int]]:
-    groups: dict[int, list[int]] = {}
-    for row, steps in planned.items():
-        groups.setdefault(steps, []).append(row)
+def _stalled(history: list[tuple[int, float]], max_steps: int) -> bool:
+    """More steps did not halve the gap (or none are left): rounding, not quadrature."""
+    steps, error = history[-1]
+    return steps >= max_steps or (len(history) > 1 and error > 0.5 * history[-2][1])
+
+
+@contextmanager
+def _full_precision(classifier: Classifier, fp32: bool) -> Iterator[None]:
+    saved = classifier.autocast
+    classifier.autocast = saved and not fp32
+    try:
+        yield
+    finally:
+        classifier.autocast = saved
+
+
+def _by_plan(planned: dict[int, tuple[int, bool]]) -> dict[tuple[int, bool], list[int]]:
+    groups: dict[tuple[int, bool], list[int]] = {}
+    for row, plan in planned.items():
+        groups.setdefault(plan, []).append(row)
     return groups
 
 
