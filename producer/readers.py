@@ -62,8 +62,10 @@ def read_documents(
     validator = _Validator(max_bytes)
     try:
         # surrogateescape keeps undecodable bytes as lone surrogates, so one bad line
-        # is reported and skipped instead of aborting the whole file.
-        with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        # is reported and skipped instead of aborting the whole file. utf-8-sig drops a
+        # leading byte order mark (Notepad, Excel's "CSV UTF-8"), which would otherwise
+        # make the first JSON line invalid and hide a CSV's first column name.
+        with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
             for item in parse(handle):
                 yield item if isinstance(item, Rejected) else validator.check(*item)
     except OSError as error:
@@ -81,9 +83,12 @@ def _jsonl(lines: Iterable[str]) -> Iterator[Candidate | Rejected]:
             yield Rejected(number, None, "invalid UTF-8")
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, parse_constant=_refuse_constant)
         except json.JSONDecodeError as error:
             yield Rejected(number, None, f"invalid JSON: {error.msg} at column {error.colno}")
+            continue
+        except ValueError as error:  # NaN or Infinity: PostgreSQL's json type refuses them
+            yield Rejected(number, None, f"invalid JSON: {error}")
             continue
         except RecursionError:
             yield Rejected(number, None, "invalid JSON: nested too deeply")
@@ -93,6 +98,10 @@ def _jsonl(lines: Iterable[str]) -> Iterator[Candidate | Rejected]:
             continue
         text, doc_id = obj.pop("text", None), obj.pop("id", None)
         yield number, doc_id, text, obj
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _csv(lines: Iterable[str]) -> Iterator[Candidate | Rejected]:
@@ -179,6 +188,8 @@ class _Validator:
                 line, "id", f"must be a string or an integer, got {type(doc_id).__name__}"
             )
         external_id = str(line) if doc_id is None else str(doc_id)
+        if "\x00" in external_id:  # PostgreSQL refuses NUL in text: the whole batch would fail
+            return Rejected(line, "id", "contains a NUL byte")
         if not external_id.strip() or len(external_id) > 512:
             return Rejected(line, "id", "must be 1 to 512 characters")
         if external_id in self.seen:
