@@ -67,12 +67,14 @@ def drain(
         time.sleep(4)
 
 
-def wait_for(deployment: Deployment, batch_id: str, done: int, timeout: float = 120) -> None:
+def wait_for(
+    deployment: Deployment, batch_id: str, done: int, timeout: float = 120, poll: float = 0.3
+) -> None:
     """Waits (without re-sending anything) until ``done`` documents are terminal."""
     deadline = time.monotonic() + timeout
     while (counts := accounting(deployment, batch_id))["done"] + counts["failed"] < done:
         assert time.monotonic() < deadline, counts
-        time.sleep(0.3)
+        time.sleep(poll)
 
 
 def database_kind(deployment: Deployment) -> str:

@@ -23,7 +23,7 @@ from tests.faults.counting import (
 from tests.processes import Deployment
 
 pytestmark = pytest.mark.slow
-DOCUMENTS = 120
+DOCUMENTS = 160
 DOWN_SECONDS = 3
 
 
@@ -72,13 +72,14 @@ def test_redis_restarted_mid_batch_loses_nothing(deploy, write, aof):
         client = redis.Redis.from_url(server.url, socket_connect_timeout=2)
         texts = [f"review {i} of a {'fine' if i % 3 else 'dull'} picture" for i in range(DOCUMENTS)]
         path = write("restart.txt", "\n".join(texts) + "\n")
+        if aof:  # every enqueued message on disk before the crash (default: every second)
+            client.config_set("appendfsync", "always")
+        batch_id = submit(deployment, path)  # the whole batch queued, then the workers
         workers = [deployment.start_worker(f"r{i}", wait=False) for i in range(2)]
         for i, process in enumerate(workers):
             deployment.wait_ready(f"r{i}", process)
-        started = time.monotonic()
-        batch_id = submit(deployment, path)
-        wait_for(deployment, batch_id, done=24)
-        time.sleep(1.2)  # AOF is fsynced every second
+        started = time.monotonic()  # the workers consume from here
+        wait_for(deployment, batch_id, done=8, poll=0.1)  # mid-batch: most still queued
         before = queued(client, queue)
         server.process.kill()  # a crash: no shutdown, no save
         server.process.wait()
