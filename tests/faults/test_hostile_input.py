@@ -6,6 +6,7 @@ reported with file, line and field; every accepted document is explained."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy import func, select, text
 from db.engine import session_scope
 from db.models import Document, Explanation, Rejection, Status
 from tests.faults.counting import accounting, assert_complete, drain, record
-from tests.processes import Deployment
+from tests.processes import BIN, Deployment
 
 pytestmark = pytest.mark.slow
 BOM, CRLF = b"\xef\xbb\xbf", b"\r\n"
@@ -157,11 +158,8 @@ def exported(deployment: Deployment, batch_id: str, path: Path) -> dict[str, dic
         return {r["document_id"]: r for r in map(json.loads, handle.read().split("\n")[:-1])}
 
 
-def subprocess_results(deployment: Deployment, *args: str):
-    import subprocess
-
-    from tests.processes import BIN
-
+def subprocess_results(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `results` CLI of the deployment, as a user would run it."""
     return subprocess.run([str(BIN / "results"), *args], env=deployment.env | {"COLUMNS": "120"},
                           capture_output=True, text=True, timeout=120)  # fmt: skip
 
