@@ -107,8 +107,15 @@ class Settings(BaseSettings):
         """Celery settings shared verbatim by producer, workers and Flower."""
         return {
             "broker_url": self.broker_url,
-            "broker_transport_options": {"visibility_timeout": self.visibility_timeout},
+            "broker_transport_options": {
+                "visibility_timeout": self.visibility_timeout,
+                # A broker that vanishes without closing the TCP connection must not
+                # hang a publish (producer, sweeper, retry) forever.
+                "socket_timeout": 30,
+                "socket_connect_timeout": 5,
+            },
             "broker_connection_retry_on_startup": True,
+            "broker_connection_max_retries": None,  # a worker outlives any broker outage
             "task_serializer": "json",
             "result_serializer": "json",
             "accept_content": ["json"],

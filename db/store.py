@@ -92,11 +92,15 @@ def create_batch(
     return batch.id, [(row.id, len(row.text)) for row in rows]
 
 
-def claim(session: Session, document_ids: Iterable[int], max_attempts: int) -> list[Document]:
+def claim(
+    session: Session, document_ids: Iterable[int], max_attempts: int, count_attempt: bool = True
+) -> list[Document]:
     """Marks the chunk's unfinished documents RUNNING and counts the attempt.
 
     A document that already used up its attempts (its worker kept dying) is FAILED
-    here instead of being run again, so a poison document cannot loop forever.
+    here instead of being run again, so a poison document cannot loop forever. A retry
+    after a database error (``count_attempt=False``) is not the documents' fault and
+    counts nothing.
     """
     docs = session.scalars(
         select(Document)
@@ -112,7 +116,7 @@ def claim(session: Session, document_ids: Iterable[int], max_attempts: int) -> l
             doc.error = f"gave up after {doc.attempts} attempts (EXPLAINQ_MAX_ATTEMPTS)"
             continue
         doc.status = Status.RUNNING
-        doc.attempts += 1
+        doc.attempts += int(count_attempt)
         runnable.append(doc)
     return runnable
 

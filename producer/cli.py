@@ -90,7 +90,8 @@ def submit_command(
         raise typer.Exit(1) from None
     for rejection in result.rejected:
         # Text, not markup: ids and reasons come from the user's file.
-        err.print(Text.assemble(("rejected ", "yellow"), rejection.describe(path)))
+        # soft_wrap: one line per rejection, whatever the width (CI logs are not terminals)
+        err.print(Text.assemble(("rejected ", "yellow"), rejection.describe(path)), soft_wrap=True)
     err.print(
         f"batch {result.batch_id}: {result.accepted} documents accepted, "
         f"{len(result.rejected)} rejected, {result.chunks} tasks enqueued"

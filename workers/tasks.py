@@ -78,7 +78,9 @@ def explain_chunk(self: Task, batch_id: str, document_ids: list[int]) -> dict[st
     groups = [[doc_id] for doc_id in document_ids] if interrupted else [document_ids]
     totals = {"done": 0, "failed": 0}
     for ids in groups:
-        for key, value in _run(job, ids, settings, self.request.hostname).items():
+        # A retry after a database error (autoretry) re-claims without counting an attempt.
+        retry = bool(self.request.retries)
+        for key, value in _run(job, ids, settings, self.request.hostname, retry).items():
             totals[key] += value
     return totals
 
@@ -111,11 +113,16 @@ class Job:
 
 
 def _run(
-    job: Job, document_ids: list[int], settings: Settings, hostname: str | None
+    job: Job,
+    document_ids: list[int],
+    settings: Settings,
+    hostname: str | None,
+    retry: bool = False,
 ) -> dict[str, int]:
     url = settings.sqlalchemy_url
     with session_scope(url) as session:
-        docs = [(d.id, d.text) for d in claim(session, document_ids, settings.max_attempts)]
+        claimed = claim(session, document_ids, settings.max_attempts, count_attempt=not retry)
+        docs = [(d.id, d.text) for d in claimed]
     if not docs:
         return {"done": 0, "failed": 0}
     loaded, reason = None, _refusal(job, settings)

@@ -100,3 +100,21 @@ def test_a_vector_with_nan_is_left_out(ids):
     with session_scope(url) as session:
         vector = {"document_id": doc, "model_id": model, "vector": [1.0, math.inf]}
         assert save_representations(session, [vector]) == 0
+
+
+def test_a_retry_after_a_database_error_counts_no_attempt(ids):
+    """A poison document burns an attempt per delivery; a database blip is not its fault."""
+    from db.store import claim
+
+    url, document_id, _ = ids
+    with session_scope(url) as session:
+        assert [d.id for d in claim(session, [document_id], max_attempts=3)] == [document_id]
+    for _ in range(5):  # however many database retries, the attempt count stays
+        with session_scope(url) as session:
+            claim(session, [document_id], max_attempts=3, count_attempt=False)
+    with session_scope(url) as session:
+        document = session.get(Document, document_id)
+        assert (document.attempts, document.status.value) == (1, "RUNNING")
+        claim(session, [document_id], max_attempts=3)
+    with session_scope(url) as session:
+        assert session.get(Document, document_id).attempts == 2
