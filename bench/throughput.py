@@ -46,7 +46,7 @@ from db.settings import Settings, resolve_model
 from workers.engine import Classifier
 from workers.rt_data import load_sentences, split
 
-console = Console()
+console = Console(width=160)  # the table is wide; logs are not terminals
 RESULTS = Path(__file__).with_name("results")
 
 
