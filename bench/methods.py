@@ -6,7 +6,7 @@ Cost: documents per second of each method alone (one prediction pass + its attri
 no quality metrics), relative to ``lig`` at 50 steps, measured in the same run.
 Faithfulness: one run with every method and the quality metrics on; per method the mean
 and standard deviation of ERASER comprehensiveness and sufficiency (AOPC over the top
-1/5/10/20% of tokens), the same for a random ranking of the same documents, and the share
+1/5/10/20/50% of tokens), the same for a random ranking of the same documents, and the share
 of documents where the method beats random (higher comprehensiveness, lower
 sufficiency); then the mean Spearman agreement of every pair of methods. Tables for
 docs/PERFORMANCE.md and docs/QUALITY.md; JSON in bench/results/.

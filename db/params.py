@@ -22,6 +22,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**63:  # what torch.manual_seed takes
+        raise ValueError("must be between 0 and 2**63 - 1")
+    return value
+
+
 def _steps(text: str) -> int | str:
     return "auto" if text == "auto" else _positive_int(text)
 
@@ -46,7 +53,7 @@ TUNABLE: dict[str, tuple[Callable[[str], Any], str]] = {
     "start_steps": (_positive_int, "lig with n_steps=auto: steps of the first pass"),
     "max_steps": (_positive_int, "lig with n_steps=auto: most steps per document"),
     "n_samples": (_positive_int, "kernel_shap, lime: perturbed samples per document"),
-    "seed": (int, "kernel_shap, lime: sampling seed"),
+    "seed": (_seed, "kernel_shap, lime: sampling seed (0 .. 2**63 - 1)"),
     "window": (_positive_int, "occlusion: tokens occluded together"),
     "norm": (_norm, "saliency: l1 or l2 norm of the gradient"),
 }

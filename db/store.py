@@ -93,14 +93,15 @@ def create_batch(
 
 
 def claim(
-    session: Session, document_ids: Iterable[int], max_attempts: int, count_attempt: bool = True
+    session: Session, document_ids: Iterable[int], max_attempts: int, allowance: int = 0
 ) -> list[Document]:
     """Marks the chunk's unfinished documents RUNNING and counts the attempt.
 
     A document that already used up its attempts (its worker kept dying) is FAILED
-    here instead of being run again, so a poison document cannot loop forever. A retry
-    after a database error (``count_attempt=False``) is not the documents' fault and
-    counts nothing.
+    here instead of being run again, so a poison document cannot loop forever. Every
+    delivery counts; ``allowance`` adds the task's retries after database errors (not
+    the documents' fault, and bounded by EXPLAINQ_DB_RETRIES) to the limit, so a blip
+    never fails a document and a poison document still ends.
     """
     docs = session.scalars(
         select(Document)
@@ -111,12 +112,12 @@ def claim(
     ).all()
     runnable = []
     for doc in docs:
-        if doc.attempts >= max_attempts:
+        if doc.attempts >= max_attempts + allowance:
             doc.status = Status.FAILED
             doc.error = f"gave up after {doc.attempts} attempts (EXPLAINQ_MAX_ATTEMPTS)"
             continue
         doc.status = Status.RUNNING
-        doc.attempts += int(count_attempt)
+        doc.attempts += 1
         runnable.append(doc)
     return runnable
 

@@ -8,6 +8,7 @@ are already terminal and cannot write a second row for the rest.
 from __future__ import annotations
 
 import logging
+import math
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,9 +79,9 @@ def explain_chunk(self: Task, batch_id: str, document_ids: list[int]) -> dict[st
     groups = [[doc_id] for doc_id in document_ids] if interrupted else [document_ids]
     totals = {"done": 0, "failed": 0}
     for ids in groups:
-        # A retry after a database error (autoretry) re-claims without counting an attempt.
-        retry = bool(self.request.retries)
-        for key, value in _run(job, ids, settings, self.request.hostname, retry).items():
+        # Retries after database errors (autoretry) widen the attempt limit by as many.
+        retries = self.request.retries or 0
+        for key, value in _run(job, ids, settings, self.request.hostname, retries).items():
             totals[key] += value
     return totals
 
@@ -117,11 +118,11 @@ def _run(
     document_ids: list[int],
     settings: Settings,
     hostname: str | None,
-    retry: bool = False,
+    db_retries: int = 0,
 ) -> dict[str, int]:
     url = settings.sqlalchemy_url
     with session_scope(url) as session:
-        claimed = claim(session, document_ids, settings.max_attempts, count_attempt=not retry)
+        claimed = claim(session, document_ids, settings.max_attempts, allowance=db_retries)
         docs = [(d.id, d.text) for d in claimed]
     if not docs:
         return {"done": 0, "failed": 0}
@@ -141,6 +142,8 @@ def _run(
     saved = Results()
     meta = {"worker": worker_name(hostname), "device": describe_device(loaded.device)}
     for (doc_id, _), outcome in zip(docs, outcomes, strict=True):
+        if not isinstance(outcome, str) and (problem := _non_finite(outcome)):
+            outcome = problem
         if isinstance(outcome, str):
             saved.failed.append((doc_id, outcome))
         else:
@@ -154,6 +157,16 @@ def _run(
         for doc_id, error in saved.failed:
             fail(session, doc_id, error)
     return {"done": len(saved.done), "failed": len(saved.failed)}
+
+
+def _non_finite(explained: Any) -> str | None:
+    """Why a result must not be stored: NaN or infinite scores (a bf16 overflow, say)
+    are no explanation, and PostgreSQL's JSON refuses them."""
+    bad = [name for name, result in explained.methods.items()
+           if not all(math.isfinite(x) for x in result.attributions)]  # fmt: skip
+    if not all(math.isfinite(p) for p in explained.probabilities.values()):
+        bad.insert(0, "probabilities")
+    return f"non-finite values in {', '.join(bad)}" if bad else None
 
 
 @dataclass

@@ -111,10 +111,10 @@ def test_quality_is_deterministic_and_optional(decided):
 
 
 def test_bins_hold_at_least_one_token_and_never_more_than_the_document():
-    assert bin_sizes(0) == [0, 0, 0, 0]
-    assert bin_sizes(3) == [1, 1, 1, 1]
-    assert bin_sizes(40) == [1, 2, 4, 8]
-    assert bin_sizes(200) == [2, 10, 20, 40]
+    assert bin_sizes(0) == [0, 0, 0, 0, 0]
+    assert bin_sizes(3) == [1, 1, 1, 1, 2]
+    assert bin_sizes(40) == [1, 2, 4, 8, 20]
+    assert bin_sizes(200) == [2, 10, 20, 40, 100]
 
 
 def test_random_ranking_is_seeded_by_the_document():

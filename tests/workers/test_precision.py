@@ -67,3 +67,14 @@ def test_the_engine_imports_without_celery_or_the_database():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr + done.stdout
+
+
+def test_non_finite_results_are_failed_with_the_reason_not_stored(bf16):
+    """NaN scores are no explanation (and PostgreSQL's JSON refuses them): the worker
+    fails the document with the reason instead of losing its whole chunk."""
+    from workers.tasks import _non_finite
+
+    (result,) = explain(bf16, TEXTS[:1], params={"n_steps": 4}, quality=False)
+    assert _non_finite(result) is None
+    result.methods["lig"].attributions[1] = float("nan")
+    assert _non_finite(result) == "non-finite values in lig"

@@ -37,8 +37,9 @@ def test_windows_cover_the_document_with_the_last_flush_at_its_end():
     assert covered == set(range(1, 71))
     assert [w.start for w in split(0, ids, limit=24, stride=22)] == [0, 22, 44, 48]
     assert split(3, ids[:24], limit=24)[0].ids == ids[:24]  # fits: one window, itself
+    assert [w.start for w in split(0, ids, limit=24, stride=23)] == [0, 22, 44, 48]  # narrowed
     with pytest.raises(ValueError, match="stride"):
-        split(0, ids, limit=24, stride=23)
+        split(0, ids, limit=24, stride=-1)
 
 
 def test_stitched_scores_are_the_mean_over_covering_windows():
@@ -115,3 +116,13 @@ def test_the_stride_sets_the_number_of_windows(classifier):
     )  # fmt: skip
     assert dense.windows > sparse.windows > 1
     assert len(dense.methods["saliency"].attributions) == len(sparse.tokens)
+
+
+def test_a_stride_wider_than_the_window_is_narrowed_to_it():
+    """The producer checks the stride against EXPLAINQ_MAX_TOKENS, but a model may allow
+    fewer positions: the window then steps by its full width, leaving no gap."""
+    ids = [101, *range(1000, 1030), 102]
+    windows = split(0, ids, limit=10, stride=300)
+    assert [w.start for w in windows] == [0, 8, 16, 22]
+    covered = {w.start + i for w in windows for i in range(len(w.ids) - 2)}
+    assert covered == set(range(30))

@@ -4,7 +4,7 @@ Faithfulness (DeYoung et al., 2020), for the target (predicted) label's probabil
 - comprehensiveness = p(x) - p(x without its top-k% tokens): large when the tokens the
   explanation ranks first are the ones the model needs;
 - sufficiency = p(x) - p(only the top-k% tokens): small when they are all it needs;
-each an AOPC, the mean over k in 1, 5, 10, 20% of the content tokens (at least one
+each an AOPC, the mean over k in 1, 5, 10, 20, 50% of the content tokens (at least one
 token per bin; [CLS]/[SEP] are never ranked nor removed). Tokens are ranked by signed
 attribution toward the target, highest first, ties by position. "Removing" a token
 replaces its id by [PAD] and keeps its position and attention (the ``lig`` and
@@ -26,7 +26,7 @@ import torch
 from workers.engine.classifier import Classifier
 from workers.engine.encoding import Group
 
-BINS = (0.01, 0.05, 0.10, 0.20)
+BINS = (0.01, 0.05, 0.10, 0.20, 0.50)  # ERASER's AOPC thresholds
 RANDOM = "random"
 
 

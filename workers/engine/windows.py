@@ -39,9 +39,11 @@ def split(doc: int, ids: list[int], limit: int, stride: int | None = None) -> li
     width = limit - 2
     if width < 1:
         raise ValueError(f"a window of {limit} tokens has no room between [CLS] and [SEP]")
-    stride = stride or max(1, width // 2)
-    if not 1 <= stride <= width:
-        raise ValueError(f"window stride must be 1..{width} tokens (no gaps), not {stride}")
+    # A stride wider than this model's window (the producer checks EXPLAINQ_MAX_TOKENS,
+    # but a model may allow fewer positions) is narrowed to it: no gaps, no failure.
+    stride = min(stride or max(1, width // 2), width)
+    if stride < 1:
+        raise ValueError(f"window stride must be at least 1 token, not {stride}")
     cls, content, sep = ids[0], ids[1:-1], ids[-1]
     starts = [*range(0, len(content) - width, stride), len(content) - width]
     return [Window(doc, start, [cls, *content[start : start + width], sep]) for start in starts]
