@@ -132,6 +132,20 @@ def test_occlusion_window_averages_the_windows_covering_a_token(classifier):
     assert three.methods["occlusion"].params["window"] == 3
     assert one.methods["occlusion"].attributions != three.methods["occlusion"].attributions
     assert len(three.methods["occlusion"].attributions) == len(three.tokens)
+    scores = three.methods["occlusion"].attributions
+    assert scores[0] == scores[-1] == 0  # windows slide over the content alone
+
+
+def test_a_wide_occlusion_window_neither_fails_short_documents_nor_depends_on_grouping(
+    classifier,
+):
+    texts = ["ok", TEXTS[2]]  # "ok" has one content token, fewer than the window
+    together = explain(classifier, texts, methods=["occlusion"], params={"window": 5})
+    for text, result in zip(texts, together, strict=True):
+        (alone,) = explain(classifier, [text], methods=["occlusion"], params={"window": 5})
+        assert result.methods["occlusion"].attributions == pytest.approx(
+            alone.methods["occlusion"].attributions, abs=1e-5
+        )
 
 
 def logit_gap(classifier: Classifier, text: str, label: int) -> float:
