@@ -188,6 +188,9 @@ def finite(value: Any) -> Any:
     return value
 
 
+MAX_BOUND_VALUES = 30_000
+
+
 def _insert_new(
     session: Session,
     table: type[Explanation | Representation | Agreement],
@@ -198,9 +201,15 @@ def _insert_new(
         return 0
     insert = _insert(session)
     stamped = [{"created_at": utcnow(), **row} for row in rows]
-    statement = insert(table).values(stamped).on_conflict_do_nothing(index_elements=identity)
-    # RETURNING counts what was new on both backends (psycopg's rowcount here is -1).
-    return len(session.execute(statement.returning(table.id)).all())
+    # One multi-row VALUES per slice: SQLite allows 32,766 bound values, PostgreSQL 65,535.
+    per_statement = max(1, MAX_BOUND_VALUES // len(stamped[0]))
+    new = 0
+    for start in range(0, len(stamped), per_statement):
+        values = stamped[start : start + per_statement]
+        statement = insert(table).values(values).on_conflict_do_nothing(index_elements=identity)
+        # RETURNING counts what was new on both backends (psycopg's rowcount here is -1).
+        new += len(session.execute(statement.returning(table.id)).all())
+    return new
 
 
 def finish(session: Session, document_ids: Iterable[int]) -> None:

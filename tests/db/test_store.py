@@ -124,3 +124,15 @@ def test_database_retries_widen_the_attempt_limit_but_every_delivery_counts(ids)
     with session_scope(url) as session:
         claim(session, [document_id], max_attempts=3, allowance=2)
         assert claim(session, [document_id], max_attempts=3, allowance=2) == []
+
+
+def test_saving_more_values_than_one_statement_may_bind_writes_every_row(ids):
+    """A large chunk with many methods exceeds SQLite's 32,766 bound values in one INSERT:
+    the rows go in slices, all of them, and a second save still writes nothing."""
+    url, document_id, model_id = ids
+    rows = [row(document_id, model_id, f"m{i}") for i in range(2000)]  # 2000 x 24 columns
+    with session_scope(url) as session:
+        assert save_explanations(session, rows) == 2000
+    with session_scope(url) as session:
+        assert save_explanations(session, rows) == 0
+        assert session.scalar(select(func.count()).select_from(Explanation)) == 2000
