@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,3 +113,31 @@ def explainq_env(**values: str) -> dict[str, str]:
     env.update({f"EXPLAINQ_{k.upper()}": str(v) for k, v in values.items()})
     env["HF_HUB_OFFLINE"] = "1"
     return env
+
+
+@contextlib.contextmanager
+def running_flower(env: dict[str, str], auth: str, *options: str) -> Iterator[str]:
+    """Flower (`celery -A workers flower`) with basic auth ``user:password`` on a free
+    port, for as long as the block runs; yields its base URL once it answers."""
+    from producer.embedded_redis import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / "celery"), "-A", "workers", "flower", "--address=127.0.0.1", f"--port={port}",
+         f"--basic-auth={auth}", *options],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/healthcheck", timeout=1)
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, "no flower"
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

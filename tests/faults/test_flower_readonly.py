@@ -6,18 +6,15 @@ every POST that would shut a worker down, revoke or run a task is refused with 4
 from __future__ import annotations
 
 import base64
-import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import pytest
 
 from db.settings import SWEEP_TASK
-from producer.embedded_redis import free_port
-from tests.processes import BIN, Deployment
+from tests.processes import Deployment, running_flower
 from tests.test_deploy import argv
 
 pytestmark = pytest.mark.slow
@@ -45,28 +42,8 @@ def call(url: str, method: str = "GET", auth: str | None = AUTH) -> tuple[int, s
         return error.code, error.read().decode(errors="replace")
 
 
-@contextmanager
-def flower(deployment: Deployment, *options: str) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [str(BIN / "celery"), "-A", "workers", "flower", "--address=127.0.0.1", f"--port={port}",
-         f"--basic-auth={AUTH}", *options],
-        env=deployment.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/healthcheck", timeout=1)
-                break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, "no flower"
-                time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+def flower(deployment: Deployment, *options: str) -> AbstractContextManager[str]:
+    return running_flower(deployment.env, AUTH, *options)
 
 
 def test_compose_runs_flower_read_only_by_default():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -13,8 +12,7 @@ import urllib.request
 import pytest
 
 from db.settings import EXPLAIN_TASK
-from producer.embedded_redis import free_port
-from tests.processes import BIN
+from tests.processes import running_flower
 
 pytestmark = pytest.mark.slow
 AUTH = ("auditor", "s3cret-pass")
@@ -34,24 +32,8 @@ def get(url: str, auth: tuple[str, str] | None = None, **params) -> tuple[int, o
 
 @pytest.fixture
 def flower(system):
-    port = free_port()
-    process = subprocess.Popen(
-        [str(BIN / "celery"), "-A", "workers", "flower", "--address=127.0.0.1", f"--port={port}",
-         f"--basic-auth={AUTH[0]}:{AUTH[1]}"],
-        env=system.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/healthcheck", timeout=1)
-            break
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, "flower did not start"
-            time.sleep(0.2)
-    yield base
-    process.terminate()
-    process.wait(timeout=20)
+    with running_flower(system.env, ":".join(AUTH)) as base:
+        yield base
 
 
 def test_flower_shows_the_worker_and_the_finished_tasks(system, flower, write):
