@@ -40,6 +40,12 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _nodes(text: str) -> str:
+    if text not in ("uniform", "calibrated"):
+        raise ValueError("must be uniform or calibrated")
+    return text
+
+
 def _norm(text: str) -> str:
     if text not in ("l1", "l2"):
         raise ValueError("must be l1 or l2")
@@ -52,6 +58,7 @@ TUNABLE: dict[str, tuple[Callable[[str], Any], str]] = {
     "tolerance": (_fraction, "lig with n_steps=auto: completeness gap to reach"),
     "start_steps": (_positive_int, "lig with n_steps=auto: steps of the first pass"),
     "max_steps": (_positive_int, "lig with n_steps=auto: most steps per document"),
+    "nodes": (_nodes, "lig: uniform (Captum's Gauss-Legendre) or calibrated to the model"),
     "n_samples": (_positive_int, "kernel_shap, lime: perturbed samples per document"),
     "seed": (_seed, "kernel_shap, lime: sampling seed (0 .. 2**63 - 1)"),
     "window": (_positive_int, "occlusion: tokens occluded together"),

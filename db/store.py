@@ -49,9 +49,15 @@ class RejectedLine:
     reason: str
 
 
+# Recorded with the parameters but derived by the worker from the model (already part of
+# a row's identity): a worker with another device must not make a second row.
+DERIVED_PARAMS = frozenset({"node_density"})
+
+
 def params_key(method: str, params: dict[str, Any]) -> str:
     """A stable hash of what makes an explanation what it is."""
-    canonical = json.dumps({"method": method, **params}, sort_keys=True, separators=(",", ":"))
+    chosen = {k: v for k, v in params.items() if k not in DERIVED_PARAMS}
+    canonical = json.dumps({"method": method, **chosen}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 

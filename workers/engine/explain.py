@@ -221,7 +221,7 @@ def _explain_group(run: _Run, group: Group, internal_batch_size: int) -> list[Do
         for row, length in enumerate(group.lengths):
             out[row].methods[name] = MethodResult(
                 method=name,
-                params=params,
+                params=result.params or params,
                 attributions=values[row, :length].tolist(),
                 convergence_delta=None if deltas is None else float(deltas[row]),
                 seconds=seconds,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -28,6 +29,7 @@ class Attribution:
     gaps: torch.Tensor | None = None  # per document: |delta| / |f(x) - f(baseline)|
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
     fp32: list[bool] | None = None  # per document: recomputed in fp32 after bf16 stalled
+    params: dict[str, Any] | None = None  # the parameters as resolved (None: as given)
 
 
 def masked(scores: torch.Tensor, group: Group) -> torch.Tensor:

@@ -1,16 +1,24 @@
-"""Layer Integrated Gradients over the word embeddings (Captum).
+"""Layer Integrated Gradients over the word embeddings.
 
 Target: the predicted label. Baseline: [CLS] [PAD] ... [SEP]. Scores are the
 attributions summed over the embedding dimension, so that for every document
 sum(scores) = f(x) - f(baseline) + convergence_delta (completeness, in logits).
 
+The path integral is computed here rather than by Captum's LayerIntegratedGradients,
+which takes only its fixed node sets and runs two extra forward passes to capture the
+layer: gradients are taken with respect to the word embeddings given to the model in
+place of the ids, which is what LIG on ``word_embeddings`` differentiates (the tests
+hold the two equal). ``nodes="uniform"`` is Captum's Gauss-Legendre rule;
+``nodes="calibrated"`` places the nodes where the model's integrand changes
+(``quadrature``), which reaches a tolerance with fewer steps.
+
 With ``n_steps="auto"`` the steps adapt per document: every document starts with
-``start_steps`` Gauss-Legendre nodes, and only those whose completeness gap
-|delta| exceeds ``tolerance`` x |f(x) - f(baseline)| are computed again, with the steps
-that their own error curve predicts, up to ``max_steps``. The steps each document took
-are returned with it. Under bf16 autocast (GPUs) a document whose gap stops falling when
-its steps rise has hit bf16's rounding, not the quadrature's error: it is computed again
-in fp32 (logit gap included), and the result says so.
+``start_steps`` nodes, and only those whose completeness gap |delta| exceeds
+``tolerance`` x |f(x) - f(baseline)| are computed again, with the steps that their own
+error curve predicts, up to ``max_steps``. The steps each document took are returned
+with it. Under bf16 autocast (GPUs) a document whose gap stops falling when its steps
+rise has hit bf16's rounding, not the quadrature's error: it is computed again in fp32
+(logit gap included), and the result says so.
 """
 
 from __future__ import annotations
@@ -21,11 +29,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from captum.attr import LayerIntegratedGradients
 
+from workers.engine import quadrature
 from workers.engine.classifier import Classifier
-from workers.engine.encoding import Group, reference_ids
+from workers.engine.encoding import Group, Tokenized, pad_group, reference_ids
 from workers.engine.methods.common import Attribution
+from workers.engine.quadrature import NodeDensity
 
 # Parameters that change the result, recorded on every explanation row. Execution
 # details (internal batch size, device) do not belong here: they change no figure
@@ -33,32 +42,37 @@ from workers.engine.methods.common import Attribution
 PARAMS: dict[str, Any] = {
     "n_steps": 50,  # or "auto"
     "integration": "gausslegendre",
+    "nodes": None,  # "uniform" or "calibrated"; None: uniform for fixed steps, else calibrated
     "baseline": "cls-pad-sep",
     "target": "predicted",
     "layer": "word_embeddings",
 }
-# start_steps 24: on the demo model most documents meet 1% there in one pass (median
-# relative gap 0.0014), which measured faster than starting at 8 or 16 and re-running
-# most documents (bench/throughput.py; docs/PERFORMANCE.md).
-ADAPTIVE_PARAMS: dict[str, Any] = {"tolerance": 0.01, "start_steps": 24, "max_steps": 256}
+# start_steps 16: with calibrated nodes 38 of 48 held-out sentences and 11 of 12 long
+# documents meet 1% in one pass; starting at 12 re-ran a third of the sentences and most
+# long documents, at 8 most of both (measured: 22 / 18 nodes per document against 21 /
+# 26 and 21 / 29; docs/PERFORMANCE.md).
+ADAPTIVE_PARAMS: dict[str, Any] = {"tolerance": 0.01, "start_steps": 16, "max_steps": 256}
 ABSOLUTE_FLOOR = 1e-4  # logits: below this a gap is float noise, whatever the ratio
-# How fast log(relative gap) falls per added Gauss-Legendre step, measured on the MiniLM
-# demo model (about a factor of 8 per 8 steps), and how far below the tolerance to aim
-# so that a second run is usually the last.
+# How fast log(relative gap) falls per added step, measured on the MiniLM demo model
+# (about a factor of 8 per 8 steps), and how far below the tolerance to aim so that a
+# second run is usually the last.
 TYPICAL_RATE = 0.25
 AIM = 0.5
 
 
 def normalize(params: dict[str, Any]) -> dict[str, Any]:
-    """Fixed steps carry no adaptive parameters; adaptive steps carry all of them."""
-    if str(params.get("n_steps")) == "auto":
-        return {
-            **params,
-            "n_steps": "auto",
-            **{k: params.get(k, v) for k, v in ADAPTIVE_PARAMS.items()},
-        }
+    """Fixed steps carry no adaptive parameters; adaptive steps carry all of them. Nodes
+    default to Captum's uniform rule for fixed steps and to calibrated ones for adaptive
+    steps (whose tolerance holds whatever the nodes)."""
+    adaptive = str(params.get("n_steps")) == "auto"
+    nodes = params.get("nodes") or ("calibrated" if adaptive else "uniform")
+    if nodes not in ("uniform", "calibrated"):
+        raise ValueError(f"lig: nodes must be uniform or calibrated, not {nodes!r}")
+    if adaptive:
+        adaptive_params = {k: params.get(k, v) for k, v in ADAPTIVE_PARAMS.items()}
+        return {**params, "n_steps": "auto", "nodes": nodes, **adaptive_params}
     clean = {k: v for k, v in params.items() if k not in ADAPTIVE_PARAMS}
-    return {**clean, "n_steps": int(params["n_steps"])}
+    return {**clean, "n_steps": int(params["n_steps"]), "nodes": nodes}
 
 
 def attribute(
@@ -70,13 +84,44 @@ def attribute(
 ) -> Attribution:
     baselines = reference_ids(classifier, group)
     gap = _logit_gap(classifier, group, baselines, targets)
+    density = node_density(classifier) if params["nodes"] == "calibrated" else quadrature.UNIFORM
     if params["n_steps"] != "auto":
         scores = _integrate(
-            classifier, group, baselines, targets, params, params["n_steps"], internal_batch_size
+            classifier, group, baselines, targets, density.rule(params["n_steps"]),
+            internal_batch_size,
+        )  # fmt: skip
+        result = _result(scores, gap, [params["n_steps"]] * len(group.indices))
+    else:
+        result = _adaptive(
+            classifier, group, baselines, targets, params, gap, density, internal_batch_size
         )
-        return _result(scores, gap, [params["n_steps"]] * len(group.indices))
+    if params["nodes"] == "calibrated":
+        result.params = {**params, "node_density": density.as_params()}
+    return result
 
-    return _adaptive(classifier, group, baselines, targets, params, gap, internal_batch_size)
+
+def node_density(classifier: Classifier) -> NodeDensity:
+    """The model's calibrated node density, computed once: the integrand's size along
+    the path (summed |contribution| of every token, averaged over the probe sentences,
+    in fp32) at 64 uniform Gauss-Legendre nodes."""
+    if "lig_node_density" not in classifier.computed:
+        tokenizer = classifier.tokenizer
+        probes = [Tokenized(tokenizer(t)["input_ids"], False) for t in quadrature.PROBES]
+        group = pad_group(classifier, probes, list(range(len(probes))))
+        alphas, _ = quadrature.UNIFORM.rule(quadrature.PROFILE_STEPS)
+        with _full_precision(classifier, True):
+            with torch.no_grad():
+                targets = classifier.forward(
+                    group.input_ids, group.attention_mask, group.token_type_ids
+                ).argmax(-1)
+            values = _integrand(
+                classifier, group, reference_ids(classifier, group), targets, alphas,
+                rows=len(probes) * quadrature.PROFILE_STEPS,
+            )  # fmt: skip
+        size = values.abs().sum(-1).double()  # documents x nodes
+        profile = (size / size.amax(-1, keepdim=True).clamp_min(1e-12)).mean(0)
+        classifier.computed["lig_node_density"] = quadrature.fit(alphas, profile)
+    return classifier.computed["lig_node_density"]
 
 
 def _adaptive(
@@ -86,6 +131,7 @@ def _adaptive(
     targets: torch.Tensor,
     params: dict[str, Any],
     gap: torch.Tensor,
+    density: NodeDensity,
     internal_batch_size: int,
 ) -> Attribution:
     """Every document starts at ``start_steps``; one over tolerance is run again at the
@@ -106,7 +152,7 @@ def _adaptive(
                     gap[index] = _logit_gap(classifier, part_group, baselines[index],
                                             targets[index])  # fmt: skip
                 part = _integrate(classifier, part_group, baselines[index], targets[index],
-                                  params, steps, internal_batch_size)  # fmt: skip
+                                  density.rule(steps), internal_batch_size)  # fmt: skip
             scores[index] = part
             relative = _relative(part.double().sum(-1) - gap[index].double(), gap[index])
             for row, value in zip(rows, relative.tolist(), strict=True):
@@ -195,21 +241,50 @@ def _integrate(
     group: Group,
     baselines: torch.Tensor,
     targets: torch.Tensor,
-    params: dict[str, Any],
-    n_steps: int,
+    rule: tuple[torch.Tensor, torch.Tensor],
     internal_batch_size: int,
 ) -> torch.Tensor:
-    lig = LayerIntegratedGradients(classifier.forward, classifier.model.get_input_embeddings())
-    # Captum splits the steps of all documents into chunks of internal_batch_size rows,
-    # and needs at least one row per document in each chunk.
-    rows = max(internal_batch_size, len(group.indices))
-    attributions = lig.attribute(
-        inputs=group.input_ids,
-        baselines=baselines,
-        target=targets,
-        additional_forward_args=(group.attention_mask, group.token_type_ids),
-        n_steps=n_steps,
-        method=params["integration"],
-        internal_batch_size=rows,
-    )
-    return (attributions.float().sum(dim=-1) * group.attention_mask).detach()
+    """Attributions (documents x positions, 0 on padding): the weighted sum of the
+    integrand over the rule's nodes."""
+    alphas, weights = rule
+    values = _integrand(classifier, group, baselines, targets, alphas, internal_batch_size)
+    weights = weights.to(values.device, torch.float32)
+    return (values * weights[None, :, None]).sum(1) * group.attention_mask
+
+
+def _integrand(
+    classifier: Classifier,
+    group: Group,
+    baselines: torch.Tensor,
+    targets: torch.Tensor,
+    alphas: torch.Tensor,
+    rows: int,
+) -> torch.Tensor:
+    """Each token's contribution to the path's slope at each node (documents x nodes x
+    positions): the gradient of the target logit with respect to the token's word
+    embedding, dotted with the embedding's distance from the baseline's. The nodes of
+    all documents share forward/backward passes of about ``rows`` rows; no parameter
+    gradient and no graph beyond the pass is kept."""
+    embed = classifier.model.get_input_embeddings()
+    with torch.no_grad():
+        inputs, start = embed(group.input_ids).float(), embed(baselines).float()
+    distance = inputs - start
+    docs, width, hidden = inputs.shape
+    alphas = alphas.to(inputs.device, torch.float32)
+    per_pass = max(1, rows // docs)
+    values = []
+    for first in range(0, len(alphas), per_pass):
+        part = alphas[first : first + per_pass]
+        nodes = len(part)
+        points = start[:, None] + part[None, :, None, None] * distance[:, None]
+        points = points.reshape(docs * nodes, width, hidden).requires_grad_()
+        types = group.token_type_ids
+        logits = classifier.forward_embeddings(
+            points,
+            group.attention_mask.repeat_interleave(nodes, 0),
+            None if types is None else types.repeat_interleave(nodes, 0),
+        )
+        picked = logits.gather(1, targets.repeat_interleave(nodes)[:, None])
+        (gradient,) = torch.autograd.grad(picked.sum(), points)
+        values.append((gradient.view(docs, nodes, width, hidden) * distance[:, None]).sum(-1))
+    return torch.cat(values, dim=1).detach()
