@@ -54,7 +54,7 @@ class RunningSystem:
         self.explain(["warm up the worker process"])  # model loaded, first pass done
         return self
 
-    def explain(self, texts: list[str], poll: float = 0.05) -> list[Explanation]:
+    def explain(self, texts: list[str], poll: float = 0.1) -> list[Explanation]:
         """Submits ``texts`` and returns their explanations once the last row is written."""
         path = Path(self.settings.home_dir) / f"batch-{time.monotonic_ns()}.jsonl"
         path.write_text(
