@@ -103,6 +103,10 @@ def test_adaptive_steps_meet_the_tolerance_on_every_document(classifier):
         assert lig.params["n_steps"] == "auto" and lig.params["tolerance"] == 0.01
         assert lig.relative_gap <= 0.01 or abs(lig.convergence_delta) <= 1e-4
         assert 4 <= lig.steps <= 256
+        # every pass is counted: one pass, or the first pass plus at least the last
+        assert (
+            result.timings["lig_nodes"] == lig.steps or result.timings["lig_nodes"] >= 4 + lig.steps
+        )
         assert cosine(lig.attributions, ref.methods["lig"].attributions) > 0.99
 
 
@@ -121,7 +125,7 @@ def test_fixed_steps_carry_no_adaptive_parameters(classifier):
     (result,) = explain(classifier, ["x"], params={"n_steps": 7, "tolerance": 0.2})
     assert result.methods["lig"].params["n_steps"] == 7
     assert "tolerance" not in result.methods["lig"].params
-    assert result.methods["lig"].steps == 7
+    assert result.methods["lig"].steps == 7 == result.timings["lig_nodes"]
 
 
 def test_out_of_memory_halves_the_rows_and_retries(classifier, monkeypatch):

@@ -230,6 +230,8 @@ def _explain_group(run: _Run, group: Group, internal_batch_size: int) -> list[Do
                 extra={key: value[row, :, :length].tolist() for key, value in maps.items()} or None,
             )
             out[row].timings[name] = seconds
+            if result.nodes:
+                out[row].timings[f"{name}_nodes"] = result.nodes[row]
             if result.fp32 and result.fp32[row]:
                 out[row].timings["fp32_fallback"] = 1  # bf16 could not meet the tolerance
 

@@ -25,11 +25,12 @@ class Attribution:
 
     scores: torch.Tensor
     deltas: torch.Tensor | None = None  # per document: sum(scores) - (f(x) - f(baseline))
-    steps: list[int] | None = None  # per document
+    steps: list[int] | None = None  # per document: the nodes of the rule it ended with
     gaps: torch.Tensor | None = None  # per document: |delta| / |f(x) - f(baseline)|
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
     fp32: list[bool] | None = None  # per document: recomputed in fp32 after bf16 stalled
     params: dict[str, Any] | None = None  # the parameters as resolved (None: as given)
+    nodes: list[int] | None = None  # per document: nodes evaluated over every pass
 
 
 def masked(scores: torch.Tensor, group: Group) -> torch.Tensor:

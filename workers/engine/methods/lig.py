@@ -91,6 +91,7 @@ def attribute(
             internal_batch_size,
         )  # fmt: skip
         result = _result(scores, gap, [params["n_steps"]] * len(group.indices))
+        result.nodes = result.steps
     else:
         result = _adaptive(
             classifier, group, baselines, targets, params, gap, density, internal_batch_size
@@ -142,6 +143,7 @@ def _adaptive(
     scores = torch.zeros(group.input_ids.shape, dtype=torch.float32, device=gap.device)
     history: list[list[tuple[int, float]]] = [[] for _ in range(size)]
     in_fp32: set[int] = set()
+    evaluated = [0] * size  # nodes over every pass: what the document cost
     planned = {
         row: (min(_start_steps(int(params["start_steps"]), length), max_steps), False)
         for row, length in enumerate(group.lengths)
@@ -160,6 +162,7 @@ def _adaptive(
             relative = _relative(part.double().sum(-1) - gap[index].double(), gap[index])
             for row, value in zip(rows, relative.tolist(), strict=True):
                 history[row].append((steps, value))
+                evaluated[row] += steps
         planned = {}
         for row in range(size):
             steps, error = history[row][-1]
@@ -173,6 +176,7 @@ def _adaptive(
                 planned[row] = (_predict_steps(history[row], tolerance, max_steps), row in in_fp32)
     result = _result(scores, gap, [h[-1][0] for h in history])
     result.fp32 = [row in in_fp32 for row in range(size)]
+    result.nodes = evaluated
     return result
 
 
