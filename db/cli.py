@@ -54,8 +54,13 @@ def _session() -> Iterator[Session]:
         raise _fail(f"database: {str(error).splitlines()[0]}{hint}") from None
 
 
+# Valid raw in JSON strings, but str.splitlines() and many JSONL readers break lines on
+# them: escaped, one record stays one line. (Control characters json escapes itself.)
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def _echo_json(value: Any, stream: TextIO | None = None) -> None:
-    print(json.dumps(value, ensure_ascii=False), file=stream or sys.stdout)
+    print(json.dumps(value, ensure_ascii=False).translate(_LINE_BREAKS), file=stream or sys.stdout)
 
 
 @app.command("migrate")

@@ -154,8 +154,10 @@ def exported(deployment: Deployment, batch_id: str, path: Path) -> dict[str, dic
     done = subprocess_results(deployment, "export", "--format", "jsonl", "--batch", batch_id,
                               "-o", str(path))  # fmt: skip
     assert done.returncode == 0, done.stderr
-    with path.open(encoding="utf-8", newline="") as handle:  # split on \n only
-        return {r["document_id"]: r for r in map(json.loads, handle.read().split("\n")[:-1])}
+    exported_text = path.read_text(encoding="utf-8")
+    lines = exported_text.splitlines()  # breaks on U+2028/2029 and NEL too: none are raw
+    assert lines == exported_text.split("\n")[:-1]
+    return {r["document_id"]: r for r in map(json.loads, lines)}
 
 
 def subprocess_results(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[str]:

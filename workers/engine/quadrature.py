@@ -10,8 +10,8 @@ Gauss-Legendre nodes spend most of their steps elsewhere.
 ``calibrate`` finds that band once per model from a few fixed probe sentences, and
 ``NodeDensity`` places the Gauss-Legendre nodes of the substituted variable by a mixture
 of a uniform density and a Cauchy density centred on it. Measured on 48 held-out
-sentences (docs/PERFORMANCE.md): 1% completeness needs 11.7 steps on average instead
-of 19.2, and at most 28 instead of 40.
+sentences (``bench/nodes.py``, docs/PERFORMANCE.md): 1% completeness needs 9.9 nodes
+on average instead of 17.6, and at most 24 instead of 40.
 """
 
 from __future__ import annotations
