@@ -71,7 +71,7 @@ def measure(name: str, texts: list[str], classifier: Classifier) -> None:
         table.add_row(str(count), *(str(passing[p][i]) for p in ("uniform", "calibrated")))
     console.print(table)
     for placement, need in needs.items():
-        known = [n for n in need if n is not None]
+        known = [n for n in need if n is not None] or [0]
         console.print(
             f"  {placement}: fewest nodes per document mean {statistics.mean(known):.1f}, "
             f"max {max(known)}; {len(need) - len(known)} need more than {COUNTS[-1]}"

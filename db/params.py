@@ -56,7 +56,10 @@ def _norm(text: str) -> str:
 TUNABLE: dict[str, tuple[Callable[[str], Any], str]] = {
     "n_steps": (_steps, "lig: integration steps, or auto"),
     "tolerance": (_fraction, "lig with n_steps=auto: completeness gap to reach"),
-    "start_steps": (_positive_int, "lig with n_steps=auto: steps of the first pass"),
+    "start_steps": (
+        _positive_int,
+        "lig with n_steps=auto: steps of the first pass (+2 per doubling beyond 128 tokens)",
+    ),
     "max_steps": (_positive_int, "lig with n_steps=auto: most steps per document"),
     "nodes": (_nodes, "lig: uniform (Captum's Gauss-Legendre) or calibrated to the model"),
     "n_samples": (_positive_int, "kernel_shap, lime: perturbed samples per document"),

@@ -197,12 +197,25 @@ def _refusal(job: Job, settings: Settings) -> str | None:
     return f"refused by this worker: {'; '.join(problems)}" if problems else None
 
 
+def capped(params: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Adaptive steps' own limits obey EXPLAINQ_MAX_STEPS too: the caps check only what a
+    batch spells out, and adaptive steps are the default."""
+    if str(params.get("n_steps")) != "auto":
+        return params
+    from workers.engine.methods.lig import ADAPTIVE_PARAMS
+
+    limits = {key: min(int(params.get(key, ADAPTIVE_PARAMS[key])), settings.max_steps)
+              for key in ("start_steps", "max_steps")}  # fmt: skip
+    return {**params, **limits}
+
+
 def _explain(loaded: LoadedModel, texts, methods, params, settings) -> list[Any]:
     """Explanations in input order; a document that fails becomes its error text and
     the rest of the chunk still completes."""
     from workers.engine import explain
     from workers.engine.explain import ExecutionOptions
 
+    params = capped(params, settings)
     options = ExecutionOptions(
         internal_batch_size=settings.internal_batch_size,
         max_tokens=settings.max_tokens,

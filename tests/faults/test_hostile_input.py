@@ -154,7 +154,8 @@ def exported(deployment: Deployment, batch_id: str, path: Path) -> dict[str, dic
     done = subprocess_results(deployment, "export", "--format", "jsonl", "--batch", batch_id,
                               "-o", str(path))  # fmt: skip
     assert done.returncode == 0, done.stderr
-    exported_text = path.read_text(encoding="utf-8")
+    with path.open(encoding="utf-8", newline="") as handle:  # no newline translation
+        exported_text = handle.read()
     lines = exported_text.splitlines()  # breaks on U+2028/2029 and NEL too: none are raw
     assert lines == exported_text.split("\n")[:-1]
     return {r["document_id"]: r for r in map(json.loads, lines)}

@@ -84,6 +84,18 @@ def test_settings_methods_are_the_engines():
     assert list(ADVERTISED) == list(METHODS)  # same names, and --help lists them alike
 
 
+def test_a_worker_caps_the_implicit_limits_of_adaptive_steps():
+    from db.settings import Settings
+    from workers.tasks import capped
+
+    low = Settings(max_steps=100)
+    assert capped({"n_steps": "auto"}, low) == {"n_steps": "auto", "start_steps": 14,
+                                                "max_steps": 100}  # fmt: skip
+    assert capped({"n_steps": "auto", "start_steps": 200}, low)["start_steps"] == 100
+    assert capped({"n_steps": "auto"}, Settings())["max_steps"] == 256  # the engine's own
+    assert capped({"n_steps": 50}, low) == {"n_steps": 50}
+
+
 def test_every_tunable_parameter_belongs_to_some_method():
     from db.params import TUNABLE
     from workers.engine.methods import METHODS

@@ -130,3 +130,10 @@ def test_node_choice_is_a_batch_parameter_and_the_density_no_part_of_a_rows_iden
     derived = {**params, "node_density": {"center": 0.4, "width": 0.1, "uniform": 0.4}}
     assert params_key("lig", derived) == params_key("lig", params)
     assert params_key("lig", {**params, "nodes": "uniform"}) != params_key("lig", params)
+
+
+def test_attribution_works_for_a_caller_inside_no_grad(classifier):
+    with torch.no_grad():
+        (inside,) = explain(classifier, TEXTS[:1], params={"n_steps": 8}, quality=False)
+    (outside,) = explain(classifier, TEXTS[:1], params={"n_steps": 8}, quality=False)
+    assert inside.methods["lig"].attributions == pytest.approx(outside.methods["lig"].attributions)

@@ -98,18 +98,6 @@ class Classifier:
         """Logits; the signature Captum calls with interpolated embeddings in place."""
         return self._run(input_ids, attention_mask, token_type_ids).logits.float()
 
-    def forward_embeddings(
-        self,
-        embeddings: torch.Tensor,
-        attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Logits from word embeddings given in place of the ids (position and type
-        embeddings and the embedding LayerNorm still apply): the input path methods
-        differentiate."""
-        out = self._run(None, attention_mask, token_type_ids, inputs_embeds=embeddings)
-        return out.logits.float()
-
     def predict(
         self,
         input_ids: torch.Tensor,
@@ -137,10 +125,10 @@ class Classifier:
 
     def _run(
         self,
-        input_ids: torch.Tensor | None,
+        input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
-        **flags: Any,
+        **flags: bool,
     ) -> Any:
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, **flags}
         if token_type_ids is not None:

@@ -7,7 +7,8 @@ the MiniLM demo model around a = 0.39, half-width 0.11: where the interpolated w
 vector overtakes the position vector inside the embedding LayerNorm), and evenly spread
 Gauss-Legendre nodes spend most of their steps elsewhere.
 
-``calibrate`` finds that band once per model from a few fixed probe sentences, and
+``lig.node_density`` measures the integrand once per model on a few fixed probe
+sentences, ``fit`` finds the band in it, and
 ``NodeDensity`` places the Gauss-Legendre nodes of the substituted variable by a mixture
 of a uniform density and a Cauchy density centred on it. Measured on 48 held-out
 sentences (``bench/nodes.py``, docs/PERFORMANCE.md): 1% completeness needs 9.9 nodes

@@ -6,19 +6,20 @@ sum(scores) = f(x) - f(baseline) + convergence_delta (completeness, in logits).
 
 The path integral is computed here rather than by Captum's LayerIntegratedGradients,
 which takes only its fixed node sets and runs two extra forward passes to capture the
-layer: gradients are taken with respect to the word embeddings given to the model in
-place of the ids, which is what LIG on ``word_embeddings`` differentiates (the tests
+layer. As in Captum, the word-embedding layer's output is replaced by the interpolated
+embeddings (a forward hook) and differentiated, the real ids still going in (the tests
 hold the two equal). ``nodes="uniform"`` is Captum's Gauss-Legendre rule;
 ``nodes="calibrated"`` places the nodes where the model's integrand changes
 (``quadrature``), which reaches a tolerance with fewer steps.
 
 With ``n_steps="auto"`` the steps adapt per document: every document starts with
-``start_steps`` nodes, and only those whose completeness gap |delta| exceeds
-``tolerance`` x |f(x) - f(baseline)| are computed again, with the steps that their own
-error curve predicts, up to ``max_steps``. The steps each document took are returned
-with it. Under bf16 autocast (GPUs) a document whose gap stops falling when its steps
-rise has hit bf16's rounding, not the quadrature's error: it is computed again in fp32
-(logit gap included), and the result says so.
+``start_steps`` nodes (2 more per doubling of its length beyond 128 tokens), and only
+those whose completeness gap |delta| exceeds ``tolerance`` x |f(x) - f(baseline)| are
+computed again, with the steps that their own error curve predicts, up to ``max_steps``.
+The steps each document took are returned with it. Under bf16 autocast (GPUs) a document
+whose gap stops falling when its steps rise has hit bf16's rounding, not the
+quadrature's error: it is computed again in fp32 (logit gap included), and the result
+says so.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ PARAMS: dict[str, Any] = {
 # start_steps 14 (for documents up to 128 tokens; see _start_steps) and the escalation
 # below were chosen on the demo model by replaying every document's measured gap at
 # 6-40 calibrated nodes: 19.5 nodes per held-out sentence on average, against 22.5 when
-# starting at 16 and 17.4 at 10 (docs/PERFORMANCE.md).
+# starting at 16; starting at 10 (17.4) cost long documents 23.5 against 14.0
+# (docs/PERFORMANCE.md).
 ADAPTIVE_PARAMS: dict[str, Any] = {"tolerance": 0.01, "start_steps": 14, "max_steps": 256}
 ABSOLUTE_FLOOR = 1e-4  # logits: below this a gap is float noise, whatever the ratio
 # How fast log(relative gap) falls per added node on calibrated nodes (measured on the
@@ -84,7 +86,8 @@ def attribute(
 ) -> Attribution:
     baselines = reference_ids(classifier, group)
     gap = _logit_gap(classifier, group, baselines, targets)
-    density = node_density(classifier) if params["nodes"] == "calibrated" else quadrature.UNIFORM
+    calibrated = params["nodes"] == "calibrated"
+    density = node_density(classifier, internal_batch_size) if calibrated else quadrature.UNIFORM
     if params["n_steps"] != "auto":
         scores = _integrate(
             classifier, group, baselines, targets, density.rule(params["n_steps"]),
@@ -96,15 +99,16 @@ def attribute(
         result = _adaptive(
             classifier, group, baselines, targets, params, gap, density, internal_batch_size
         )
-    if params["nodes"] == "calibrated":
+    if calibrated:
         result.params = {**params, "node_density": density.as_params()}
     return result
 
 
-def node_density(classifier: Classifier) -> NodeDensity:
+def node_density(classifier: Classifier, rows: int | None = None) -> NodeDensity:
     """The model's calibrated node density, computed once: the integrand's size along
     the path (summed |contribution| of every token, averaged over the probe sentences,
-    in fp32) at 64 uniform Gauss-Legendre nodes."""
+    in fp32) at 64 uniform Gauss-Legendre nodes, in passes of at most ``rows`` rows
+    (the caller's, so that out-of-memory back-off shrinks these passes too)."""
     if "lig_node_density" not in classifier.computed:
         tokenizer = classifier.tokenizer
         probes = [Tokenized(tokenizer(t)["input_ids"], False) for t in quadrature.PROBES]
@@ -117,7 +121,7 @@ def node_density(classifier: Classifier) -> NodeDensity:
                 ).argmax(-1)
             values = _integrand(
                 classifier, group, reference_ids(classifier, group), targets, alphas,
-                rows=len(probes) * quadrature.PROFILE_STEPS,
+                rows=min(rows or 1 << 30, len(probes) * quadrature.PROFILE_STEPS),
             )  # fmt: skip
         size = values.abs().sum(-1).double()  # documents x nodes
         profile = (size / size.amax(-1, keepdim=True).clamp_min(1e-12)).mean(0)
@@ -135,7 +139,7 @@ def _adaptive(
     density: NodeDensity,
     internal_batch_size: int,
 ) -> Attribution:
-    """Every document starts at ``start_steps``; one over tolerance is run again at the
+    """Every document starts at ``_start_steps``; one over tolerance is run again at the
     step count its own error curve predicts, until it is within tolerance; one whose gap
     stalls under bf16 is run again in fp32."""
     tolerance, max_steps = float(params["tolerance"]), int(params["max_steps"])
@@ -293,13 +297,28 @@ def _integrand(
         nodes = len(part)
         points = start[:, None] + part[None, :, None, None] * distance[:, None]
         points = points.reshape(docs * nodes, width, hidden).requires_grad_()
-        types = group.token_type_ids
-        logits = classifier.forward_embeddings(
-            points,
-            group.attention_mask.repeat_interleave(nodes, 0),
-            None if types is None else types.repeat_interleave(nodes, 0),
-        )
-        picked = logits.gather(1, targets.repeat_interleave(nodes)[:, None])
-        (gradient,) = torch.autograd.grad(picked.sum(), points)
-        values.append((gradient.view(docs, nodes, width, hidden) * distance[:, None]).sum(-1))
+        with torch.enable_grad(), _embeddings_replaced_by(embed, points):
+            # The real ids still go in, as with Captum's LIG: a model may use them for
+            # more than the lookup (the last real token of a decoder classifier).
+            types = group.token_type_ids
+            logits = classifier.forward(
+                group.input_ids.repeat_interleave(nodes, 0),
+                group.attention_mask.repeat_interleave(nodes, 0),
+                None if types is None else types.repeat_interleave(nodes, 0),
+            )
+            picked = logits.gather(1, targets.repeat_interleave(nodes)[:, None])
+            (gradient,) = torch.autograd.grad(picked.sum(), points)
+        values.append(torch.einsum("dnwh,dwh->dnw", gradient.view(docs, nodes, width, hidden),
+                                   distance))  # fmt: skip
     return torch.cat(values, dim=1).detach()
+
+
+@contextmanager
+def _embeddings_replaced_by(embed: torch.nn.Module, points: torch.Tensor) -> Iterator[None]:
+    """The word-embedding layer returns ``points`` (what LIG differentiates) instead of
+    its lookup, for the passes inside the block."""
+    handle = embed.register_forward_hook(lambda _module, _inputs, output: points.to(output.dtype))
+    try:
+        yield
+    finally:
+        handle.remove()
