@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-# Fixed probe sentences: calibration depends on the model alone, so every worker that
-# loads the same weights places the same nodes, and results are reproducible.
+# Fixed probe sentences: calibration depends on the model alone (and, through float
+# rounding at a near-tie, on the device), so workers that load the same weights place the
+# same nodes; the density each row used is recorded with it.
 PROBES = (
     "The service was slow, but the food was worth the wait.",
     "I would not recommend this product to anyone.",
@@ -101,6 +102,5 @@ def fit(alphas: torch.Tensor, profile: torch.Tensor) -> NodeDensity:
     width = max(MIN_WIDTH, float(alphas[right] - alphas[left]) / 2)
     if width >= FLAT_WIDTH:
         return UNIFORM
-    # Rounded: what is recorded is exactly what ran, and float noise between devices
-    # does not move it.
+    # Rounded: the recorded density is exactly what ran, and reads as a setting.
     return NodeDensity(round(float(alphas[peak]), 2), round(width, 2), UNIFORM_SHARE)
