@@ -40,6 +40,18 @@ def _fraction(text: str) -> float:
     return value
 
 
+# The first level of lig's adaptive steps (workers.engine.quadrature.nested_sizes()[0];
+# db imports no engine, a test holds the two equal).
+FIRST_LEVEL = 10
+
+
+def _max_steps(text: str) -> int:
+    value = _positive_int(text)
+    if value < FIRST_LEVEL:
+        raise ValueError(f"must be at least {FIRST_LEVEL}, the first level of adaptive steps")
+    return value
+
+
 def _nodes(text: str) -> str:
     if text not in ("uniform", "calibrated"):
         raise ValueError("must be uniform or calibrated")
@@ -56,11 +68,10 @@ def _norm(text: str) -> str:
 TUNABLE: dict[str, tuple[Callable[[str], Any], str]] = {
     "n_steps": (_steps, "lig: integration steps, or auto"),
     "tolerance": (_fraction, "lig with n_steps=auto: completeness gap to reach"),
-    "start_steps": (
-        _positive_int,
-        "lig with n_steps=auto: steps of the first pass (+2 per doubling beyond 128 tokens)",
+    "max_steps": (
+        _max_steps,
+        "lig with n_steps=auto: most steps per document (levels: 10, 21, 43, 87, 175)",
     ),
-    "max_steps": (_positive_int, "lig with n_steps=auto: most steps per document"),
     "nodes": (_nodes, "lig: uniform (Captum's Gauss-Legendre) or calibrated to the model"),
     "n_samples": (_positive_int, "kernel_shap, lime: perturbed samples per document"),
     "seed": (_seed, "kernel_shap, lime: sampling seed (0 .. 2**63 - 1)"),

@@ -142,7 +142,6 @@ class Settings(BaseSettings):
 # What each capped value is capped by: the value's name -> the cap's field.
 CAPS = {
     "n_steps": "max_steps",
-    "start_steps": "max_steps",
     "max_steps": "max_steps",
     "n_samples": "max_samples",
     "internal_batch_size": "max_internal_batch_size",

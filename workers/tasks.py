@@ -198,15 +198,14 @@ def _refusal(job: Job, settings: Settings) -> str | None:
 
 
 def capped(params: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Adaptive steps' own limits obey EXPLAINQ_MAX_STEPS too: the caps check only what a
+    """Adaptive steps' own limit obeys EXPLAINQ_MAX_STEPS too: the caps check only what a
     batch spells out, and adaptive steps are the default."""
     if str(params.get("n_steps")) != "auto":
         return params
     from workers.engine.methods.lig import ADAPTIVE_PARAMS
 
-    limits = {key: min(int(params.get(key, ADAPTIVE_PARAMS[key])), settings.max_steps)
-              for key in ("start_steps", "max_steps")}  # fmt: skip
-    return {**params, **limits}
+    limit = min(int(params.get("max_steps", ADAPTIVE_PARAMS["max_steps"])), settings.max_steps)
+    return {**params, "max_steps": limit}
 
 
 def _explain(loaded: LoadedModel, texts, methods, params, settings) -> list[Any]:

@@ -89,11 +89,21 @@ def test_a_worker_caps_the_implicit_limits_of_adaptive_steps():
     from workers.tasks import capped
 
     low = Settings(max_steps=100)
-    assert capped({"n_steps": "auto"}, low) == {"n_steps": "auto", "start_steps": 14,
-                                                "max_steps": 100}  # fmt: skip
-    assert capped({"n_steps": "auto", "start_steps": 200}, low)["start_steps"] == 100
+    assert capped({"n_steps": "auto"}, low) == {"n_steps": "auto", "max_steps": 100}
+    assert capped({"n_steps": "auto", "max_steps": 200}, low)["max_steps"] == 100
     assert capped({"n_steps": "auto"}, Settings())["max_steps"] == 256  # the engine's own
     assert capped({"n_steps": 50}, low) == {"n_steps": 50}
+
+
+def test_max_steps_below_the_first_adaptive_level_is_refused_at_submit():
+    from db.params import FIRST_LEVEL, parse_params
+    from db.settings import Settings
+    from workers.engine.quadrature import nested_sizes
+
+    assert nested_sizes()[0] == FIRST_LEVEL
+    with pytest.raises(ValueError, match="max_steps=8: must be at least 10"):
+        parse_params(["max_steps=8"], Settings())
+    assert parse_params(["max_steps=10"], Settings()) == {"max_steps": 10}
 
 
 def test_every_tunable_parameter_belongs_to_some_method():

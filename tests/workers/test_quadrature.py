@@ -137,3 +137,45 @@ def test_attribution_works_for_a_caller_inside_no_grad(classifier):
         (inside,) = explain(classifier, TEXTS[:1], params={"n_steps": 8}, quality=False)
     (outside,) = explain(classifier, TEXTS[:1], params={"n_steps": 8}, quality=False)
     assert inside.methods["lig"].attributions == pytest.approx(outside.methods["lig"].attributions)
+
+
+def test_nested_levels_extend_each_other_and_integrate_polynomials_exactly():
+    from numpy.polynomial import legendre
+
+    from workers.engine.quadrature import nested_levels, nested_sizes
+
+    assert nested_sizes() == (10, 21, 43, 87, 175)
+    degree = 19  # Gauss-Legendre 10
+    for level, (nodes, weights) in enumerate(nested_levels()):
+        x, w = np.array(nodes), np.array(weights)
+        assert (np.diff(x) > 0).all() and x[0] > -1 and x[-1] < 1 and (w > 0).all()
+        if level:
+            earlier = nested_levels()[level - 1][0]
+            assert set(earlier) < set(nodes)  # every earlier node, bit for bit
+            degree = 3 * len(earlier) + 1  # Kronrod-Patterson: m old + (m + 1) new nodes
+        for k in range(degree + 1):
+            integral = float(w @ legendre.legval(x, np.eye(k + 1)[k]))
+            assert integral == pytest.approx(2.0 if k == 0 else 0.0, abs=1e-12)
+
+
+def test_the_nested_table_is_what_the_script_computes():
+    from workers.engine.patterson import compute
+    from workers.engine.quadrature import nested_levels
+
+    for (nodes, weights), (table_nodes, table_weights) in zip(
+        compute(count=2, digits=40), nested_levels(), strict=False
+    ):
+        assert np.allclose(nodes, table_nodes, rtol=0, atol=1e-15)
+        assert np.allclose(weights, table_weights, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("density", [UNIFORM, PEAK])
+def test_a_nested_level_starts_with_the_nodes_of_the_level_before(density):
+    before, _ = density.nested(1)
+    alphas, weights = density.nested(2)
+    assert torch.equal(alphas[: len(before)], before)
+    assert float(weights.sum()) == pytest.approx(1.0, abs=1e-6)
+    exact = lorentzian_integral()
+    first = density.nested(0)
+    error = abs(float((weights * lorentzian(alphas)).sum()) - exact) / exact
+    assert error < abs(float((first[1] * lorentzian(first[0])).sum()) - exact) / exact / 10

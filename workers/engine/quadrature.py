@@ -17,7 +17,10 @@ on average instead of 17.6, and at most 24 instead of 40.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +38,9 @@ PROBES = (
 PROFILE_STEPS = 64
 UNIFORM_SHARE = 0.4  # the mixture's uniform part: measured best of 0.4-0.7
 MIN_WIDTH, FLAT_WIDTH = 0.02, 0.45  # a band over 90% of the path: no band at all
+# Nested Gauss-Kronrod-Patterson rules on [-1, 1] (10, 21, 43, 87, 175 nodes), tabulated
+# by ``python -m workers.engine.patterson``.
+NESTED_TABLE = Path(__file__).with_name("patterson.json")
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,19 @@ class NodeDensity:
     def rule(self, n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``n_steps`` positions along the path (0 = baseline, 1 = input) and their
         weights, float64: Gauss-Legendre in the substituted variable."""
-        nodes, weights = np.polynomial.legendre.leggauss(n_steps)
+        return self._placed(*np.polynomial.legendre.leggauss(n_steps))
+
+    def nested(self, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Level ``level`` of the nested Gauss-Kronrod-Patterson rule (``patterson``) in
+        the substituted variable: positions and weights, float64, the earlier levels'
+        nodes first, so that a document raised from level ``k - 1`` to ``k`` needs only
+        the nodes from ``nested_sizes()[k - 1]`` on."""
+        nodes, weights = nested_levels()[level]
+        order = list(_nested_order(level))
+        return self._placed(np.array(nodes)[order], np.array(weights)[order])
+
+    def _placed(self, nodes: np.ndarray, weights: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """A rule on [-1, 1] moved to the path and spread by this density."""
         u = torch.from_numpy((nodes + 1) / 2)
         w = torch.from_numpy(weights / 2)
         if self.uniform >= 1:
@@ -86,6 +104,29 @@ class NodeDensity:
 
 
 UNIFORM = NodeDensity()
+
+
+@cache
+def nested_levels() -> tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]:
+    """(nodes ascending, weights) of every level of the nested rule, on [-1, 1]."""
+    return tuple((tuple(n), tuple(w)) for n, w in json.loads(NESTED_TABLE.read_text()))
+
+
+def nested_sizes() -> tuple[int, ...]:
+    return tuple(len(nodes) for nodes, _ in nested_levels())
+
+
+@cache
+def _nested_order(level: int) -> tuple[int, ...]:
+    """Indices of level ``level``'s (ascending) nodes, in the order they are first
+    evaluated: the previous level's order, then the new nodes."""
+    nodes = nested_levels()[level][0]
+    if level == 0:
+        return tuple(range(len(nodes)))
+    earlier = nested_levels()[level - 1][0]
+    position = {x: i for i, x in enumerate(nodes)}
+    old = [position[earlier[i]] for i in _nested_order(level - 1)]
+    return (*old, *sorted(set(range(len(nodes))) - set(old)))
 
 
 def fit(alphas: torch.Tensor, profile: torch.Tensor) -> NodeDensity:

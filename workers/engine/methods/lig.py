@@ -12,19 +12,18 @@ hold the two equal). ``nodes="uniform"`` is Captum's Gauss-Legendre rule;
 ``nodes="calibrated"`` places the nodes where the model's integrand changes
 (``quadrature``), which reaches a tolerance with fewer steps.
 
-With ``n_steps="auto"`` the steps adapt per document: every document starts with
-``start_steps`` nodes (2 more per doubling of its length beyond 128 tokens), and only
-those whose completeness gap |delta| exceeds ``tolerance`` x |f(x) - f(baseline)| are
-computed again, with the steps that their own error curve predicts, up to ``max_steps``.
-The steps each document took are returned with it. Under bf16 autocast (GPUs) a document
-whose gap stops falling when its steps rise has hit bf16's rounding, not the
-quadrature's error: it is computed again in fp32 (logit gap included), and the result
-says so.
+With ``n_steps="auto"`` the steps adapt per document, on a nested rule (``patterson``:
+10, 21, 43, 87, 175 nodes, each level re-using every node of the one before): every
+document starts at the first level, and only those whose completeness gap |delta|
+exceeds ``tolerance`` x |f(x) - f(baseline)| are raised a level, which costs only the
+new nodes, up to ``max_steps``. The steps each document ended with and the nodes it cost
+are returned with it. Under bf16 autocast (GPUs) a document whose gap stops falling when
+its level rises has hit bf16's rounding, not the quadrature's error: it is computed
+again in fp32 (logit gap included), and the result says so.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -48,33 +47,28 @@ PARAMS: dict[str, Any] = {
     "target": "predicted",
     "layer": "word_embeddings",
 }
-# start_steps 14 (for documents up to 128 tokens; see _start_steps) and the escalation
-# below were chosen on the demo model by replaying every document's measured gap at
-# 6-40 calibrated nodes: 19.5 nodes per held-out sentence on average, against 22.5 when
-# starting at 16; starting at 10 (17.4) cost long documents 23.5 against 14.0
-# (docs/PERFORMANCE.md).
-ADAPTIVE_PARAMS: dict[str, Any] = {"tolerance": 0.01, "start_steps": 14, "max_steps": 256}
+NESTED = "gauss-kronrod-patterson"  # adaptive steps' rule (fixed steps: Gauss-Legendre)
+ADAPTIVE_PARAMS: dict[str, Any] = {"tolerance": 0.01, "max_steps": 256}
 ABSOLUTE_FLOOR = 1e-4  # logits: below this a gap is float noise, whatever the ratio
-# How fast log(relative gap) falls per added node on calibrated nodes (measured on the
-# demo model), and how far below the tolerance to aim so that a second run is usually
-# the last.
-TYPICAL_RATE = 0.35
-AIM = 0.3
 
 
 def normalize(params: dict[str, Any]) -> dict[str, Any]:
-    """Fixed steps carry no adaptive parameters; adaptive steps carry all of them. Nodes
-    default to Captum's uniform rule for fixed steps and to calibrated ones for adaptive
-    steps (whose tolerance holds whatever the nodes)."""
+    """Fixed steps carry no adaptive parameters and integrate by Gauss-Legendre; adaptive
+    steps carry all of them and integrate by the nested rule. Nodes default to Captum's
+    uniform placement for fixed steps and to calibrated ones for adaptive steps (whose
+    tolerance holds whatever the placement)."""
     adaptive = str(params.get("n_steps")) == "auto"
     nodes = params.get("nodes") or ("calibrated" if adaptive else "uniform")
     if nodes not in ("uniform", "calibrated"):
         raise ValueError(f"lig: nodes must be uniform or calibrated, not {nodes!r}")
     if adaptive:
         adaptive_params = {k: params.get(k, v) for k, v in ADAPTIVE_PARAMS.items()}
-        return {**params, "n_steps": "auto", "nodes": nodes, **adaptive_params}
+        _last_level(int(adaptive_params["max_steps"]))  # fails early on a max_steps too low
+        return {**params, "n_steps": "auto", "integration": NESTED, "nodes": nodes,
+                **adaptive_params}  # fmt: skip
     clean = {k: v for k, v in params.items() if k not in ADAPTIVE_PARAMS}
-    return {**clean, "n_steps": int(params["n_steps"]), "nodes": nodes}
+    return {**clean, "n_steps": int(params["n_steps"]), "integration": "gausslegendre",
+            "nodes": nodes}  # fmt: skip
 
 
 def attribute(
@@ -139,63 +133,78 @@ def _adaptive(
     density: NodeDensity,
     internal_batch_size: int,
 ) -> Attribution:
-    """Every document starts at ``_start_steps``; one over tolerance is run again at the
-    step count its own error curve predicts, until it is within tolerance; one whose gap
-    stalls under bf16 is run again in fp32."""
-    tolerance, max_steps = float(params["tolerance"]), int(params["max_steps"])
+    """Every document starts at the nested rule's first level; one over tolerance is
+    raised a level, which evaluates only the level's new nodes, until it is within
+    tolerance or at the last level within ``max_steps``; one whose gap stalls under bf16
+    is computed again in fp32, that level's nodes all anew."""
+    tolerance, last = float(params["tolerance"]), _last_level(int(params["max_steps"]))
+    sizes = quadrature.nested_sizes()
     size = len(group.indices)
     scores = torch.zeros(group.input_ids.shape, dtype=torch.float32, device=gap.device)
+    values: list[torch.Tensor | None] = [None] * size  # integrand at the nodes so far
     history: list[list[tuple[int, float]]] = [[] for _ in range(size)]
+    level = [0] * size  # the level each document is at
     in_fp32: set[int] = set()
     evaluated = [0] * size  # nodes over every pass: what the document cost
-    planned = {
-        row: (min(_start_steps(int(params["start_steps"]), length), max_steps), False)
-        for row, length in enumerate(group.lengths)
-    }
+    planned = {row: (0, False, 0) for row in range(size)}  # level, fp32, nodes already done
     while planned:
-        for (steps, fp32), rows in _by_plan(planned).items():
+        for (at, fp32, done), rows in _by_plan(planned).items():
             index = torch.tensor(rows, device=gap.device)
             part_group = group.subset(index)
+            alphas, weights = density.nested(at)
             with _full_precision(classifier, fp32):
-                if fp32:  # the bf16 gap carries the same rounding: measure it again
+                if fp32 and not done:  # the bf16 gap carries the same rounding: measure it again
                     gap[index] = _logit_gap(classifier, part_group, baselines[index],
                                             targets[index])  # fmt: skip
-                part = _integrate(classifier, part_group, baselines[index], targets[index],
-                                  density.rule(steps), internal_batch_size)  # fmt: skip
+                new = _integrand(classifier, part_group, baselines[index], targets[index],
+                                 alphas[done:], internal_batch_size)  # fmt: skip
+            for i, row in enumerate(rows):
+                known = values[row]
+                values[row] = new[i] if known is None else torch.cat([known, new[i]])
+                evaluated[row] += len(alphas) - done
+            stacked = torch.stack([values[row] for row in rows])  # type: ignore[misc]  # all set
+            part = _weighted(stacked, weights, part_group.attention_mask)
             scores[index] = part
             relative = _relative(part.double().sum(-1) - gap[index].double(), gap[index])
             for row, value in zip(rows, relative.tolist(), strict=True):
-                history[row].append((steps, value))
-                evaluated[row] += steps
+                history[row].append((len(alphas), value))
         planned = {}
         for row in range(size):
-            steps, error = history[row][-1]
-            if error <= tolerance:
-                continue
-            if classifier.autocast and row not in in_fp32 and _stalled(history[row], max_steps):
+            if history[row][-1][1] <= tolerance:
+                values[row] = None
+            elif (
+                classifier.autocast
+                and row not in in_fp32
+                and _stalled(history[row], at_last=level[row] == last)
+            ):
                 in_fp32.add(row)
-                history[row] = []  # a new error curve: fp32's
-                planned[row] = (steps, True)
-            elif steps < max_steps:
-                planned[row] = (_predict_steps(history[row], tolerance, max_steps), row in in_fp32)
+                history[row], values[row] = [], None  # a new error curve: fp32's
+                planned[row] = (level[row], True, 0)
+            elif level[row] < last:
+                level[row] += 1
+                planned[row] = (level[row], row in in_fp32, sizes[level[row] - 1])
+            else:
+                values[row] = None
     result = _result(scores, gap, [h[-1][0] for h in history])
     result.fp32 = [row in in_fp32 for row in range(size)]
     result.nodes = evaluated
     return result
 
 
-def _start_steps(start_steps: int, length: int) -> int:
-    """``start_steps`` up to 128 tokens, 2 more per doubling beyond: longer documents'
-    integrands have more structure (on the demo model, half of the 147-241-token
-    documents needed more than 14 nodes, against a fifth of the sentences)."""
-    doublings = math.ceil(math.log2(length / 128)) if length > 128 else 0
-    return start_steps + 2 * doublings
+def _last_level(max_steps: int) -> int:
+    """The last level of the nested rule with at most ``max_steps`` nodes."""
+    fitting = [i for i, n in enumerate(quadrature.nested_sizes()) if n <= max_steps]
+    if not fitting:
+        raise ValueError(
+            f"lig: max_steps must be at least {quadrature.nested_sizes()[0]} (the first level of "
+            f"adaptive steps), not {max_steps}"
+        )
+    return fitting[-1]
 
 
-def _stalled(history: list[tuple[int, float]], max_steps: int) -> bool:
-    """More steps did not halve the gap (or none are left): rounding, not quadrature."""
-    steps, error = history[-1]
-    return steps >= max_steps or (len(history) > 1 and error > 0.5 * history[-2][1])
+def _stalled(history: list[tuple[int, float]], at_last: bool) -> bool:
+    """A level more did not halve the gap (or none is left): rounding, not quadrature."""
+    return at_last or (len(history) > 1 and history[-1][1] > 0.5 * history[-2][1])
 
 
 @contextmanager
@@ -208,26 +217,11 @@ def _full_precision(classifier: Classifier, fp32: bool) -> Iterator[None]:
         classifier.autocast = saved
 
 
-def _by_plan(planned: dict[int, tuple[int, bool]]) -> dict[tuple[int, bool], list[int]]:
-    groups: dict[tuple[int, bool], list[int]] = {}
+def _by_plan(planned: dict[int, tuple[int, bool, int]]) -> dict[tuple[int, bool, int], list[int]]:
+    groups: dict[tuple[int, bool, int], list[int]] = {}
     for row, plan in planned.items():
         groups.setdefault(plan, []).append(row)
     return groups
-
-
-def _predict_steps(history: list[tuple[int, float]], tolerance: float, max_steps: int) -> int:
-    """Gauss-Legendre error falls about exponentially with the steps: fit the rate from
-    the document's last two runs (or assume the typical one), aim below the tolerance,
-    and round up to an even count so that documents often share passes."""
-    steps, error = history[-1]
-    rate = TYPICAL_RATE
-    if len(history) > 1:
-        before, earlier_error = history[-2]
-        if earlier_error > error > 0:
-            rate = min(1.0, max(0.05, math.log(earlier_error / error) / (steps - before)))
-    needed = steps + math.ceil(math.log(error / (tolerance * AIM)) / rate)
-    needed = max(needed, steps + 2)
-    return min(max_steps, -(-needed // 2) * 2)
 
 
 def _relative(delta: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
@@ -267,8 +261,13 @@ def _integrate(
     integrand over the rule's nodes."""
     alphas, weights = rule
     values = _integrand(classifier, group, baselines, targets, alphas, internal_batch_size)
-    weights = weights.to(values.device, torch.float32)
-    return (values * weights[None, :, None]).sum(1) * group.attention_mask
+    return _weighted(values, weights, group.attention_mask)
+
+
+def _weighted(values: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The rule's sum: integrand values (documents x nodes x positions) times the
+    weights, 0 on padding."""
+    return (values * weights.to(values.device, torch.float32)[None, :, None]).sum(1) * mask
 
 
 def _integrand(
