@@ -204,3 +204,14 @@ def test_the_producer_knows_exactly_the_engines_methods():
     from workers.engine import METHODS
 
     assert set(ADVERTISED) == set(METHODS)
+
+
+def test_the_baselines_logits_are_computed_once_per_distinct_baseline(tiny_model):
+    """f(baseline) depends on the length alone ([CLS] [PAD] ... [SEP]): one forward pass
+    per length and precision, whatever the documents; the gap stays exact (the Captum
+    equivalence tests compare the convergence delta)."""
+    fresh = Classifier.load(tiny_model)
+    texts = ["one two", "three four", "five six seven"]  # 4, 4 and 5 tokens
+    explain(fresh, texts, params={"n_steps": 8}, quality=False)
+    explain(fresh, texts[:1], params={"n_steps": 8}, quality=False)
+    assert len(fresh.computed["lig_baseline_logits"]) == 2

@@ -27,6 +27,7 @@ class Group:
     attention_mask: torch.Tensor
     token_type_ids: torch.Tensor | None
     lengths: list[int]
+    logits: torch.Tensor | None = None  # the prediction pass's, once it has run
 
     def subset(self, rows: torch.Tensor) -> Group:
         """The documents at ``rows`` of this group, still padded to its width."""
@@ -37,6 +38,7 @@ class Group:
             attention_mask=self.attention_mask[rows],
             token_type_ids=None if self.token_type_ids is None else self.token_type_ids[rows],
             lengths=[self.lengths[r] for r in picked],
+            logits=None if self.logits is None else self.logits[rows],
         )
 
 

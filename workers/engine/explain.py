@@ -182,6 +182,7 @@ def _explain_group(run: _Run, group: Group, internal_batch_size: int) -> list[Do
             group.input_ids, group.attention_mask, group.token_type_ids
         )
         probabilities = torch.softmax(logits.float(), dim=-1)
+    group.logits = logits  # f(x) for the path methods' completeness gap
     targets = probabilities.argmax(dim=-1).clone()  # a normal tensor: rows may be forced
     for row, piece in enumerate(group.indices):
         targets[row] = run.forced.get(piece, int(targets[row]))

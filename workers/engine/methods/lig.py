@@ -50,6 +50,7 @@ PARAMS: dict[str, Any] = {
 NESTED = "gauss-kronrod-patterson"  # adaptive steps' rule (fixed steps: Gauss-Legendre)
 ADAPTIVE_PARAMS: dict[str, Any] = {"tolerance": 0.01, "max_steps": 256}
 ABSOLUTE_FLOOR = 1e-4  # logits: below this a gap is float noise, whatever the ratio
+BASELINE_CACHE_SIZE = 4096  # baselines' logits kept per model (BERT's: one per length)
 
 
 def normalize(params: dict[str, Any]) -> dict[str, Any]:
@@ -155,7 +156,7 @@ def _adaptive(
             with _full_precision(classifier, fp32):
                 if fp32 and not done:  # the bf16 gap carries the same rounding: measure it again
                     gap[index] = _logit_gap(classifier, part_group, baselines[index],
-                                            targets[index])  # fmt: skip
+                                            targets[index], predicted=False)  # fmt: skip
                 new = _integrand(classifier, part_group, baselines[index], targets[index],
                                  alphas[done:], internal_batch_size)  # fmt: skip
             for i, row in enumerate(rows):
@@ -236,17 +237,43 @@ def _result(scores: torch.Tensor, gap: torch.Tensor, steps: list[int]) -> Attrib
 
 
 def _logit_gap(
-    classifier: Classifier, group: Group, baselines: torch.Tensor, targets: torch.Tensor
+    classifier: Classifier,
+    group: Group,
+    baselines: torch.Tensor,
+    targets: torch.Tensor,
+    predicted: bool = True,
 ) -> torch.Tensor:
-    """f(x) - f(baseline) for the target label: what the attributions must add up to."""
-    with torch.inference_mode():
-        both = torch.cat([group.input_ids, baselines])
-        mask = torch.cat([group.attention_mask, group.attention_mask])
-        types = None if group.token_type_ids is None else torch.cat([group.token_type_ids] * 2)
-        logits = classifier.forward(both, mask, types).float()
-    rows = torch.arange(len(targets), device=logits.device)
-    n = len(targets)
-    return (logits[:n][rows, targets] - logits[n:][rows, targets]).clone()
+    """f(x) - f(baseline) for the target label: what the attributions must add up to.
+    f(x) is the prediction pass's where the group carries it (and ``predicted``)."""
+    if predicted and group.logits is not None:
+        inputs = group.logits.float()
+    else:
+        with torch.inference_mode():
+            inputs = classifier.forward(group.input_ids, group.attention_mask, group.token_type_ids)
+    start = _baseline_logits(classifier, group, baselines)
+    rows = torch.arange(len(targets), device=inputs.device)
+    return (inputs[rows, targets] - start[rows, targets]).clone()
+
+
+def _baseline_logits(classifier: Classifier, group: Group, baselines: torch.Tensor) -> torch.Tensor:
+    """f(baseline) per document. It depends on the baseline's ids alone ([CLS] [PAD] ...
+    [SEP]: on the length, for BERT), so each distinct one is computed once per model and
+    precision, unpadded, and kept (a few floats each)."""
+    cache = classifier.computed.setdefault("lig_baseline_logits", {})
+    all_types = group.token_type_ids
+    out = []
+    for row, length in enumerate(group.lengths):
+        ids = baselines[row : row + 1, :length]
+        types = None if all_types is None else all_types[row : row + 1, :length]
+        key = (classifier.autocast, tuple(ids[0].tolist()),
+               None if types is None else tuple(types[0].tolist()))  # fmt: skip
+        if key not in cache:
+            if len(cache) >= BASELINE_CACHE_SIZE:
+                cache.clear()
+            with torch.inference_mode():
+                cache[key] = classifier.forward(ids, torch.ones_like(ids), types)[0].float()
+        out.append(cache[key])
+    return torch.stack(out)
 
 
 def _integrate(
