@@ -13,6 +13,10 @@ sentences, ``fit`` finds the band in it, and
 of a uniform density and a Cauchy density centred on it. Measured on 48 held-out
 sentences (``bench/nodes.py``, docs/PERFORMANCE.md): 1% completeness needs 9.9 nodes
 on average instead of 17.6, and at most 24 instead of 40.
+
+Fixed steps place Gauss-Legendre rules (``rule``); adaptive steps place the levels of a
+nested rule (``nested``: Gauss-Kronrod-Patterson, 10, 21, 43, 87, 175 nodes), so that a
+document that needs more nodes keeps the ones it has.
 """
 
 from __future__ import annotations
@@ -36,7 +40,11 @@ PROBES = (
     "The report was filed on time and nothing in it was unusual.",
 )
 PROFILE_STEPS = 64
-UNIFORM_SHARE = 0.4  # the mixture's uniform part: measured best of 0.4-0.7
+# The mixture's uniform part, and the Cauchy part's width over the band's half-width:
+# chosen on the demo model by the nodes adaptive steps need on sentences and long
+# documents not in the benchmarks (0.3 and 1.4 against 0.4 and 1: 16.4 against 18.2 per
+# sentence, 16.4 against 17.3 per long document; docs/PERFORMANCE.md).
+UNIFORM_SHARE, SPREAD = 0.3, 1.4
 MIN_WIDTH, FLAT_WIDTH = 0.02, 0.45  # a band over 90% of the path: no band at all
 # Nested Gauss-Kronrod-Patterson rules on [-1, 1] (10, 21, 43, 87, 175 nodes), tabulated
 # by ``python -m workers.engine.patterson``.
@@ -144,4 +152,4 @@ def fit(alphas: torch.Tensor, profile: torch.Tensor) -> NodeDensity:
     if width >= FLAT_WIDTH:
         return UNIFORM
     # Rounded: the recorded density is exactly what ran, and reads as a setting.
-    return NodeDensity(round(float(alphas[peak]), 2), round(width, 2), UNIFORM_SHARE)
+    return NodeDensity(round(float(alphas[peak]), 2), round(width * SPREAD, 2), UNIFORM_SHARE)
