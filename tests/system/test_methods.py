@@ -104,6 +104,9 @@ def test_max_steps_below_the_first_adaptive_level_is_refused_at_submit():
     with pytest.raises(ValueError, match="max_steps=8: must be at least 10"):
         parse_params(["max_steps=8"], Settings())
     assert parse_params(["max_steps=10"], Settings()) == {"max_steps": 10}
+    # nor can a worker's cap fall below it: every adaptive document would fail
+    with pytest.raises(ValueError, match="max_steps"):
+        Settings(max_steps=5)
 
 
 def test_every_tunable_parameter_belongs_to_some_method():

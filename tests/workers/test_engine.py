@@ -206,12 +206,24 @@ def test_the_producer_knows_exactly_the_engines_methods():
     assert set(ADVERTISED) == set(METHODS)
 
 
-def test_the_baselines_logits_are_computed_once_per_distinct_baseline(tiny_model):
+def test_the_baselines_logits_are_computed_once_per_distinct_baseline(loud):
     """f(baseline) depends on the length alone ([CLS] [PAD] ... [SEP]): one forward pass
-    per length and precision, whatever the documents; the gap stays exact (the Captum
-    equivalence tests compare the convergence delta)."""
-    fresh = Classifier.load(tiny_model)
-    texts = ["one two", "three four", "five six seven"]  # 4, 4 and 5 tokens
-    explain(fresh, texts, params={"n_steps": 8}, quality=False)
-    explain(fresh, texts[:1], params={"n_steps": 8}, quality=False)
-    assert len(fresh.computed["lig_baseline_logits"]) == 2
+    per length and precision, unpadded, whatever the group; f(x) is the prediction
+    pass's. The gap each row implies equals the one computed document by document."""
+    loud.computed.pop("lig_baseline_logits", None)
+    texts = ["one two", "three four", "five six seven eight nine"]  # 4, 4 and 7 tokens
+    results = explain(loud, texts, params={"n_steps": 8}, quality=False)
+    explain(loud, texts[:1], params={"n_steps": 8}, quality=False)
+    assert len(loud.computed["lig_baseline_logits"]) == 2
+    for text, result in zip(texts, results, strict=True):
+        ids = loud.tokenizer(text, return_tensors="pt")["input_ids"]
+        baseline = torch.full_like(ids, loud.tokenizer.pad_token_id)
+        baseline[0, 0], baseline[0, -1] = ids[0, 0], ids[0, -1]
+        with torch.no_grad():
+            both = loud.forward(
+                torch.cat([ids, baseline]), torch.ones(2, ids.shape[1], dtype=torch.long)
+            )
+        expected = float(both[0, result.label_index] - both[1, result.label_index])
+        lig = result.methods["lig"]
+        implied = sum(lig.attributions) - lig.convergence_delta
+        assert implied == pytest.approx(expected, rel=1e-4, abs=1e-3)

@@ -11,8 +11,8 @@ Gauss-Legendre nodes spend most of their steps elsewhere.
 sentences, ``fit`` finds the band in it, and
 ``NodeDensity`` places the Gauss-Legendre nodes of the substituted variable by a mixture
 of a uniform density and a Cauchy density centred on it. Measured on 48 held-out
-sentences (``bench/nodes.py``, docs/PERFORMANCE.md): 1% completeness needs 9.9 nodes
-on average instead of 17.6, and at most 24 instead of 40.
+sentences (``bench/nodes.py``, docs/PERFORMANCE.md): 1% completeness needs 10.2
+Gauss-Legendre nodes on average instead of 17.6, and at most 32 instead of 40.
 
 Fixed steps place Gauss-Legendre rules (``rule``); adaptive steps place the levels of a
 nested rule (``nested``: Gauss-Kronrod-Patterson, 10, 21, 43, 87, 175 nodes), so that a
@@ -138,9 +138,9 @@ def _nested_order(level: int) -> tuple[int, ...]:
 
 
 def fit(alphas: torch.Tensor, profile: torch.Tensor) -> NodeDensity:
-    """The band where ``profile`` (the integrand's size at ``alphas``, ascending) is
-    above half its peak: its centre and half-width. Plain Gauss-Legendre when the
-    integrand has no such band."""
+    """A density on the band where ``profile`` (the integrand's size at ``alphas``,
+    ascending) is above half its peak: centred on its peak, ``SPREAD`` times its
+    half-width wide. Plain Gauss-Legendre when the integrand has no such band."""
     peak = int(profile.argmax())
     above = profile >= profile[peak] / 2
     left, right = peak, peak

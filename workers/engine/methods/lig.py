@@ -8,9 +8,9 @@ The path integral is computed here rather than by Captum's LayerIntegratedGradie
 which takes only its fixed node sets and runs two extra forward passes to capture the
 layer. As in Captum, the word-embedding layer's output is replaced by the interpolated
 embeddings (a forward hook) and differentiated, the real ids still going in (the tests
-hold the two equal). ``nodes="uniform"`` is Captum's Gauss-Legendre rule;
-``nodes="calibrated"`` places the nodes where the model's integrand changes
-(``quadrature``), which reaches a tolerance with fewer steps.
+hold the two equal). ``nodes="uniform"`` spreads a rule's nodes evenly (with fixed
+steps: Captum's Gauss-Legendre rule); ``nodes="calibrated"`` places them where the
+model's integrand changes (``quadrature``), which reaches a tolerance with fewer steps.
 
 With ``n_steps="auto"`` the steps adapt per document, on a nested rule (``patterson``:
 10, 21, 43, 87, 175 nodes, each level re-using every node of the one before): every
@@ -261,12 +261,14 @@ def _baseline_logits(classifier: Classifier, group: Group, baselines: torch.Tens
     precision, unpadded, and kept (a few floats each)."""
     cache = classifier.computed.setdefault("lig_baseline_logits", {})
     all_types = group.token_type_ids
+    host_ids = baselines.tolist()  # one copy from the device for the keys, not one per row
+    host_types = None if all_types is None else all_types.tolist()
     out = []
     for row, length in enumerate(group.lengths):
         ids = baselines[row : row + 1, :length]
         types = None if all_types is None else all_types[row : row + 1, :length]
-        key = (classifier.autocast, tuple(ids[0].tolist()),
-               None if types is None else tuple(types[0].tolist()))  # fmt: skip
+        key = (classifier.autocast, tuple(host_ids[row][:length]),
+               None if host_types is None else tuple(host_types[row][:length]))  # fmt: skip
         if key not in cache:
             if len(cache) >= BASELINE_CACHE_SIZE:
                 cache.clear()
