@@ -89,7 +89,9 @@ def compute(start: int = START, count: int = LEVELS, digits: int = 60) -> list:
     for level in range(count):
         if level:
             nodes = extend(nodes)
-        out.append([[float(x) for x in nodes], [float(w) for w in weights(nodes)]])
+        # the centre node of an odd level is 0 up to the root finder's last digit
+        exact = [0.0 if abs(x) < mp.mpf(10) ** (10 - digits) else float(x) for x in nodes]
+        out.append([exact, [float(w) for w in weights(nodes)]])
     return out
 
 
