@@ -18,6 +18,8 @@ import transformers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from workers.engine import first_token
+
 hf_logging.disable_progress_bar()  # worker logs are no place for progress bars
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -37,6 +39,8 @@ class Classifier:
     labels: list[str]
     info: dict[str, Any] = field(default_factory=dict)
     autocast: bool = False  # bf16 forward/backward on GPUs that support it
+    # The last layer computes the first token alone (``first_token``): same logits, less work.
+    first_token_only: bool = False
     # Values a method computes once per model and reuses (lig's node density).
     computed: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -72,8 +76,11 @@ class Classifier:
         if autocast is None:  # bf16 where the GPU has it; never on the CPU
             autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
         info["autocast"] = "bfloat16" if autocast else None
+        first_token_only = first_token.supported(model)
+        info["last_layer"] = "first token only" if first_token_only else "every token"
         return cls(
             autocast=autocast,
+            first_token_only=first_token_only,
             name=name or path.name,
             path=path,
             tokenizer=tokenizer,
@@ -105,9 +112,17 @@ class Classifier:
         token_type_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and the pooled representation (the final layer's [CLS] hidden state,
-        float32) from one forward pass: the vector nearest-neighbour search uses."""
-        out = self._run(input_ids, attention_mask, token_type_ids, output_hidden_states=True)
-        return out.logits.float(), out.hidden_states[-1][:, 0].float()
+        float32) from one forward pass: the vector nearest-neighbour search uses. It is
+        read off the base model's output, which the first-token layer still produces."""
+        final: list[torch.Tensor] = []
+        handle = self.model.base_model.register_forward_hook(
+            lambda _module, _inputs, output: final.append(output[0][:, 0])
+        )
+        try:
+            logits = self._run(input_ids, attention_mask, token_type_ids).logits
+        finally:
+            handle.remove()
+        return logits.float(), final[0].float()
 
     def attentions(
         self,
@@ -135,8 +150,21 @@ class Classifier:
             kwargs["token_type_ids"] = token_type_ids
         # Under autocast the matrix products run in bf16; the embeddings (whose gradient
         # Captum takes) and the attributions it accumulates stay in fp32.
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with (
+            torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast),
+            self._last_layer(stock=bool(flags.get("output_attentions"))),
+        ):
             return self.model(**kwargs)
+
+    @contextmanager
+    def _last_layer(self, stock: bool) -> Iterator[None]:
+        """The first-token last layer where the model allows it and the pass returns no
+        attention maps (whose last layer must cover every token)."""
+        if stock or not self.first_token_only:
+            yield
+            return
+        with first_token.last_layer_first_token(self.model):
+            yield
 
     @contextmanager
     def _eager_attention(self) -> Iterator[None]:

@@ -49,7 +49,13 @@ def attribute(
             additional_forward_args=(group.attention_mask, group.token_type_ids),
             perturbations_per_eval=max(1, internal_batch_size // len(group.indices)),
         )
-    return Attribution(scores=masked(scores, group))
+    # [CLS] and [SEP] equal their baseline: their score is 0 by definition, not by the
+    # luck of two batches of different sizes rounding the same logit alike.
+    scores = masked(scores, group)
+    scores[:, 0] = 0
+    rows = torch.arange(len(group.lengths), device=scores.device)
+    scores[rows, torch.tensor(group.lengths, device=scores.device) - 1] = 0
+    return Attribution(scores=scores)
 
 
 def _per_document(
