@@ -31,7 +31,7 @@ from workers.engine import Classifier, explain
 from workers.engine.methods.lig import node_density
 
 console = Console(width=160)
-COUNTS = (6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40)
+COUNTS = (6, 8, 9, 10, 12, 14, 16, 20, 24, 28, 32, 40)
 TOLERANCE = 0.01
 
 

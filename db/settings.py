@@ -63,8 +63,8 @@ class Settings(BaseSettings):
     max_document_bytes: int = Field(default=100_000, ge=1)
     # Caps on what one batch may ask of a worker (issue 5): checked at `producer submit`
     # for the command line and here for the environment, with the setting in the error.
-    # At least 10: the first level of lig's adaptive steps (db.params.FIRST_LEVEL).
-    max_steps: int = Field(default=1024, ge=10, description="Cap on n_steps and max_steps.")
+    # At least 9: the first level of lig's adaptive steps (db.params.FIRST_LEVEL).
+    max_steps: int = Field(default=1024, ge=9, description="Cap on n_steps and max_steps.")
     max_samples: int = Field(default=4096, ge=1, description="Cap on perturbation samples.")
     max_internal_batch_size: int = Field(default=4096, ge=1, description="Cap on rows per pass.")
     max_chunk_size: int = Field(default=1024, ge=1, description="Cap on documents per task.")

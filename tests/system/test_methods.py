@@ -101,7 +101,7 @@ def test_max_steps_below_the_first_adaptive_level_is_refused_at_submit():
     from workers.engine.quadrature import nested_sizes
 
     assert nested_sizes()[0] == FIRST_LEVEL
-    with pytest.raises(ValueError, match="max_steps=8: must be at least 10"):
+    with pytest.raises(ValueError, match="max_steps=8: must be at least 9"):
         parse_params(["max_steps=8"], Settings())
     assert parse_params(["max_steps=10"], Settings()) == {"max_steps": 10}
     # nor can a worker's cap fall below it: every adaptive document would fail

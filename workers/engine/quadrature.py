@@ -15,7 +15,7 @@ sentences (``bench/nodes.py``, docs/PERFORMANCE.md): 1% completeness needs 10.2
 Gauss-Legendre nodes on average instead of 17.6, and at most 32 instead of 40.
 
 Fixed steps place Gauss-Legendre rules (``rule``); adaptive steps place the levels of a
-nested rule (``nested``: Gauss-Kronrod-Patterson, 10, 21, 43, 87, 175 nodes), so that a
+nested rule (``nested``: Gauss-Kronrod-Patterson, 9, 19, 39, 79, 159 nodes), so that a
 document that needs more nodes keeps the ones it has.
 """
 
@@ -46,7 +46,7 @@ PROFILE_STEPS = 64
 # sentence, 16.4 against 17.3 per long document; docs/PERFORMANCE.md).
 UNIFORM_SHARE, SPREAD = 0.3, 1.4
 MIN_WIDTH, FLAT_WIDTH = 0.02, 0.45  # a band over 90% of the path: no band at all
-# Nested Gauss-Kronrod-Patterson rules on [-1, 1] (10, 21, 43, 87, 175 nodes), tabulated
+# Nested Gauss-Kronrod-Patterson rules on [-1, 1] (9, 19, 39, 79, 159 nodes), tabulated
 # by ``python -m workers.engine.patterson``.
 NESTED_TABLE = Path(__file__).with_name("patterson.json")
 

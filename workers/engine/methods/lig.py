@@ -13,7 +13,7 @@ steps: Captum's Gauss-Legendre rule); ``nodes="calibrated"`` places them where t
 model's integrand changes (``quadrature``), which reaches a tolerance with fewer steps.
 
 With ``n_steps="auto"`` the steps adapt per document, on a nested rule (``patterson``:
-10, 21, 43, 87, 175 nodes, each level re-using every node of the one before): every
+9, 19, 39, 79, 159 nodes, each level re-using every node of the one before): every
 document starts at the first level, and only those whose completeness gap |delta|
 exceeds ``tolerance`` x |f(x) - f(baseline)| are raised a level, which costs only the
 new nodes, up to ``max_steps``. The steps each document ended with and the nodes it cost
