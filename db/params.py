@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from db.settings import Settings, over_caps
+from db.settings import FIRST_LEVEL, Settings, over_caps
 
 
 def _positive_int(text: str) -> int:
@@ -38,11 +38,6 @@ def _fraction(text: str) -> float:
     if not 0 < value < 1:
         raise ValueError("must be between 0 and 1")
     return value
-
-
-# The first level of lig's adaptive steps (workers.engine.quadrature.nested_sizes()[0];
-# db imports no engine, a test holds the two equal).
-FIRST_LEVEL = 9
 
 
 def _max_steps(text: str) -> int:

@@ -22,6 +22,9 @@ SWEEP_TASK = "explainq.sweep"
 DEFAULT_MODEL = "minilm-sentiment"
 # Attribution methods the workers implement (workers.engine.methods.METHODS, which a test
 # keeps equal to this), so that the producer can refuse a typo without importing torch.
+# The first level of lig's adaptive steps (workers.engine.quadrature.nested_sizes()[0];
+# db imports no engine, a test holds the two equal): the least max_steps can be.
+FIRST_LEVEL = 9
 METHODS = ("lig", "saliency", "input_x_gradient", "attention", "occlusion", "kernel_shap", "lime")
 
 
@@ -63,8 +66,9 @@ class Settings(BaseSettings):
     max_document_bytes: int = Field(default=100_000, ge=1)
     # Caps on what one batch may ask of a worker (issue 5): checked at `producer submit`
     # for the command line and here for the environment, with the setting in the error.
-    # At least 9: the first level of lig's adaptive steps (db.params.FIRST_LEVEL).
-    max_steps: int = Field(default=1024, ge=9, description="Cap on n_steps and max_steps.")
+    max_steps: int = Field(
+        default=1024, ge=FIRST_LEVEL, description="Cap on n_steps and max_steps."
+    )
     max_samples: int = Field(default=4096, ge=1, description="Cap on perturbation samples.")
     max_internal_batch_size: int = Field(default=4096, ge=1, description="Cap on rows per pass.")
     max_chunk_size: int = Field(default=1024, ge=1, description="Cap on documents per task.")

@@ -96,17 +96,18 @@ def test_a_worker_caps_the_implicit_limits_of_adaptive_steps():
 
 
 def test_max_steps_below_the_first_adaptive_level_is_refused_at_submit():
-    from db.params import FIRST_LEVEL, parse_params
-    from db.settings import Settings
+    from db.params import parse_params
+    from db.settings import FIRST_LEVEL, Settings
     from workers.engine.quadrature import nested_sizes
 
-    assert nested_sizes()[0] == FIRST_LEVEL
+    assert nested_sizes()[0] == FIRST_LEVEL == 9
     with pytest.raises(ValueError, match="max_steps=8: must be at least 9"):
         parse_params(["max_steps=8"], Settings())
-    assert parse_params(["max_steps=10"], Settings()) == {"max_steps": 10}
+    assert parse_params(["max_steps=9"], Settings()) == {"max_steps": 9}
     # nor can a worker's cap fall below it: every adaptive document would fail
+    assert Settings(max_steps=FIRST_LEVEL).max_steps == FIRST_LEVEL
     with pytest.raises(ValueError, match="max_steps"):
-        Settings(max_steps=5)
+        Settings(max_steps=FIRST_LEVEL - 1)
 
 
 def test_every_tunable_parameter_belongs_to_some_method():

@@ -10,8 +10,12 @@ from transformers import (
     BertForSequenceClassification,
     DistilBertConfig,
     DistilBertForSequenceClassification,
+    ElectraConfig,
+    ElectraForSequenceClassification,
     RobertaConfig,
     RobertaForSequenceClassification,
+    XLMRobertaConfig,
+    XLMRobertaForSequenceClassification,
 )
 
 from workers.engine import Classifier, first_token
@@ -94,12 +98,30 @@ def test_attention_maps_and_pooled_vectors_are_the_stock_models(classifier):
     assert torch.allclose(pooled, stock, atol=1e-5)
 
 
-def test_other_bert_family_heads_are_recognised():
+def test_under_bf16_autocast_the_logits_agree_to_bf16_rounding(tiny_model):
+    bf16 = Classifier.load(tiny_model, autocast=True)  # the GPU path, on the CPU's bf16
+    assert bf16.first_token_only
+    group = _padded(bf16)
+    stock = _logits_and_gradient(bf16, group, first_token_only=False)
+    first = _logits_and_gradient(bf16, group, first_token_only=True)
+    assert torch.allclose(first[0], stock[0], atol=3e-2, rtol=3e-2)
+    assert torch.allclose(first[1], stock[1], atol=3e-2 * float(stock[1].abs().max()))
+
+
+@pytest.mark.parametrize(
+    ("model_class", "config_class", "extra"),
+    [
+        (RobertaForSequenceClassification, RobertaConfig, {"pad_token_id": 1}),
+        (XLMRobertaForSequenceClassification, XLMRobertaConfig, {"pad_token_id": 1}),
+        (ElectraForSequenceClassification, ElectraConfig, {"embedding_size": 16}),
+    ],
+)
+def test_other_bert_family_heads_are_recognised(model_class, config_class, extra):
     torch.manual_seed(0)
     shape = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
              "intermediate_size": 37, "vocab_size": 200}  # fmt: skip
-    roberta = RobertaForSequenceClassification(RobertaConfig(**shape, pad_token_id=1)).eval()
-    assert first_token.supported(roberta)
+    model = model_class(config_class(**shape, **extra)).eval()
+    assert first_token.supported(model)  # the probe: equal logits on a padded batch
 
 
 def test_models_it_does_not_know_run_their_stock_forward():

@@ -152,14 +152,16 @@ class Classifier:
         # Captum takes) and the attributions it accumulates stay in fp32.
         with (
             torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast),
-            self._last_layer(stock=bool(flags.get("output_attentions"))),
+            self._last_layer(stock=any(flags.values())),
         ):
             return self.model(**kwargs)
 
     @contextmanager
     def _last_layer(self, stock: bool) -> Iterator[None]:
         """The first-token last layer where the model allows it and the pass returns no
-        attention maps (whose last layer must cover every token)."""
+        attention maps or hidden states (whose last layer must cover every token)."""
+        config = self.model.config
+        stock = stock or bool(config.output_attentions or config.output_hidden_states)
         if stock or not self.first_token_only:
             yield
             return

@@ -42,8 +42,9 @@ PROBES = (
 PROFILE_STEPS = 64
 # The mixture's uniform part, and the Cauchy part's width over the band's half-width:
 # chosen on the demo model by the nodes adaptive steps need on sentences and long
-# documents not in the benchmarks (0.3 and 1.4 against 0.4 and 1: 16.4 against 18.2 per
-# sentence, 16.4 against 17.3 per long document; docs/PERFORMANCE.md).
+# documents not in the benchmarks, with the nested levels then from 10 nodes (0.3 and 1.4
+# against 0.4 and 1: 16.4 against 18.2 per sentence, 16.4 against 17.3 per long
+# document; docs/PERFORMANCE.md).
 UNIFORM_SHARE, SPREAD = 0.3, 1.4
 MIN_WIDTH, FLAT_WIDTH = 0.02, 0.45  # a band over 90% of the path: no band at all
 # Nested Gauss-Kronrod-Patterson rules on [-1, 1] (9, 19, 39, 79, 159 nodes), tabulated

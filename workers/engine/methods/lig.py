@@ -47,7 +47,9 @@ PARAMS: dict[str, Any] = {
     "target": "predicted",
     "layer": "word_embeddings",
 }
-NESTED = "gauss-kronrod-patterson"  # adaptive steps' rule (fixed steps: Gauss-Legendre)
+# Adaptive steps' rule, named with its first level so that rows of different sequences
+# never share an identity (fixed steps: Gauss-Legendre).
+NESTED = f"gauss-kronrod-patterson-{quadrature.nested_sizes()[0]}"
 ADAPTIVE_PARAMS: dict[str, Any] = {"tolerance": 0.01, "max_steps": 256}
 ABSOLUTE_FLOOR = 1e-4  # logits: below this a gap is float noise, whatever the ratio
 BASELINE_CACHE_SIZE = 4096  # baselines' logits kept per model (BERT's: one per length)
