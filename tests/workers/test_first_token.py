@@ -18,14 +18,11 @@ from transformers import (
     XLMRobertaForSequenceClassification,
 )
 
+from tests.workers.test_engine import TEXTS as ENGINE_TEXTS
 from workers.engine import Classifier, first_token
 from workers.engine.encoding import Tokenized, pad_group
 
-TEXTS = [
-    "a gorgeous, witty, seductive movie.",
-    "ok",
-    "the film is strictly routine and the actors seem bored by the material they were given",
-]
+TEXTS = ENGINE_TEXTS[:3]  # three lengths: padding and masks matter
 
 
 @pytest.fixture(scope="module")
