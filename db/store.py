@@ -277,6 +277,16 @@ def length_chunks(lengths: Iterable[tuple[int, int]], size: int) -> list[list[in
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
+def touch_running(session: Session, document_ids: Iterable[int]) -> None:
+    """Restarts the staleness clock of documents a worker is still explaining (its
+    heartbeat), so that the sweeper does not re-send work in progress."""
+    session.execute(
+        update(Document)
+        .where(Document.id.in_(list(document_ids)), Document.status == Status.RUNNING)
+        .values(updated_at=utcnow())
+    )
+
+
 def touch(session: Session, document_ids: Iterable[int]) -> None:
     """Restarts the staleness clock of re-sent documents, so that a long queue is not
     flooded with copies on every sweep."""

@@ -36,6 +36,7 @@ from db.store import (
 )
 from workers.celery_app import app
 from workers.fatal import exit_if_sticky
+from workers.heartbeat import heartbeat
 from workers.model_holder import LoadedModel, describe_device, get_model, worker_name
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,9 @@ def _run(
                 fail(session, doc_id, str(reason))
         return {"done": 0, "failed": len(docs)}
 
-    outcomes = _explain(loaded, [text for _, text in docs], job.methods, job.params, settings)
+    texts = [text for _, text in docs]
+    with heartbeat(url, [doc_id for doc_id, _ in docs], settings.stale_after):
+        outcomes = _explain(loaded, texts, job.methods, job.params, settings)
     saved = Results()
     meta = {"worker": worker_name(hostname), "device": describe_device(loaded.device)}
     for (doc_id, _), outcome in zip(docs, outcomes, strict=True):

@@ -93,3 +93,30 @@ def test_the_periodic_sweeper_sends_documents_that_were_never_enqueued(deploymen
         assert time.monotonic() < deadline, counts
         time.sleep(1)
     assert counts["duplicate_rows"] == 0 and counts["failed"] == 0
+
+
+def test_the_sweeper_leaves_a_chunk_that_is_still_running_alone(deployment, write):
+    """A chunk that runs for several EXPLAINQ_STALE_AFTER is kept fresh by its worker's
+    heartbeat: the sweeper does not re-send it, so the idle second worker never claims it
+    and every document is attempted once (without the heartbeat, both would be false)."""
+    stale_after = 3  # seconds; the queue's own latency stays well under it
+    deployment.env |= {"EXPLAINQ_SWEEP_INTERVAL": "1", "EXPLAINQ_STALE_AFTER": str(stale_after),
+                       "EXPLAINQ_N_STEPS": "1024", "EXPLAINQ_CHUNK_SIZE": "48"}  # fmt: skip
+    deployment.start_worker("busy", "--beat", f"--schedule={deployment.home / 'beat'}")
+    deployment.start_worker("idle")
+    time.sleep(stale_after)  # both pools have loaded the model and swept once
+    text = "the film is strictly routine and the actors seem bored by it . " * 16
+    path = write("slow.txt", "".join(f"{i} {text}\n" for i in range(48)))
+    started = time.monotonic()
+    summary = deployment.submit(path)  # one chunk of 48: one worker runs it, one idles
+    seconds = time.monotonic() - started
+    assert seconds > 2 * stale_after, f"the chunk took {seconds:.1f} s: too short a test"
+    counts = accounting(deployment, summary["batch_id"])
+    assert (counts["done"], counts["duplicate_rows"]) == (48, 0), counts
+    with session_scope(deployment.url) as session:
+        attempts = session.scalars(
+            select(Document.attempts).where(Document.batch_id == summary["batch_id"])
+        ).all()
+    assert attempts == [1] * 48
+    logs = "".join((deployment.home / f"{name}.log").read_text() for name in ("busy", "idle"))
+    assert "sweeper re-sent" not in logs
