@@ -22,10 +22,10 @@ SWEEP_TASK = "explainq.sweep"
 DEFAULT_MODEL = "minilm-sentiment"
 # Attribution methods the workers implement (workers.engine.methods.METHODS, which a test
 # keeps equal to this), so that the producer can refuse a typo without importing torch.
+METHODS = ("lig", "saliency", "input_x_gradient", "attention", "occlusion", "kernel_shap", "lime")
 # The first level of lig's adaptive steps (workers.engine.quadrature.nested_sizes()[0];
 # db imports no engine, a test holds the two equal): the least max_steps can be.
 FIRST_LEVEL = 9
-METHODS = ("lig", "saliency", "input_x_gradient", "attention", "occlusion", "kernel_shap", "lime")
 
 
 class Settings(BaseSettings):

@@ -40,22 +40,19 @@ def attribute(
     if params["window"] > 1:
         return Attribution(scores=_per_document(classifier, group, targets, params["window"],
                                                 internal_batch_size))  # fmt: skip
+    baselines = reference_ids(classifier, group)
     with torch.inference_mode():
         scores = Occlusion(classifier.forward).attribute(
             group.input_ids,
             sliding_window_shapes=(1,),
-            baselines=reference_ids(classifier, group),
+            baselines=baselines,
             target=targets,
             additional_forward_args=(group.attention_mask, group.token_type_ids),
             perturbations_per_eval=max(1, internal_batch_size // len(group.indices)),
         )
-    # [CLS] and [SEP] equal their baseline: their score is 0 by definition, not by the
-    # luck of two batches of different sizes rounding the same logit alike.
-    scores = masked(scores, group)
-    scores[:, 0] = 0
-    rows = torch.arange(len(group.lengths), device=scores.device)
-    scores[rows, torch.tensor(group.lengths, device=scores.device) - 1] = 0
-    return Attribution(scores=scores)
+    # A token equal to its baseline ([CLS], [SEP]) scores 0 by definition, not by the luck
+    # of two batches of different sizes rounding the same logit alike.
+    return Attribution(scores=masked(scores, group) * (group.input_ids != baselines))
 
 
 def _per_document(
