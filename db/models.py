@@ -97,6 +97,11 @@ class Document(Base):
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    task_id: Mapped[str | None] = mapped_column(
+        String(255),
+        doc="The Celery task that owns it: set by the claim, handed to the re-sent task "
+        "by the sweeper or `producer resume`; a RUNNING document is run by no other task.",
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

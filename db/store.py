@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, Row, String, and_, cast, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -98,10 +98,29 @@ def create_batch(
     return batch.id, [(row.id, len(row.text)) for row in rows]
 
 
+def _owned_by(task_id: str | None) -> ColumnElement[bool]:
+    """RUNNING documents the task owns (it claimed them, or a sweep handed them to it), or
+    that no task owns (claimed before owners were recorded)."""
+    return and_(
+        Document.status == Status.RUNNING,
+        or_(Document.task_id.is_(None), Document.task_id == task_id),
+    )
+
+
 def claim(
-    session: Session, document_ids: Iterable[int], max_attempts: int, allowance: int = 0
-) -> list[Document]:
-    """Marks the chunk's unfinished documents RUNNING and counts the attempt.
+    session: Session,
+    document_ids: Iterable[int],
+    max_attempts: int,
+    allowance: int = 0,
+    task_id: str | None = None,
+) -> list[Row[tuple[int, str, int]]]:
+    """Marks the chunk's documents that ``task_id`` may run RUNNING, makes it their owner
+    and counts the attempt; returns their (id, text, attempts) by id.
+
+    A task may run PENDING documents and the RUNNING ones it owns: a redelivery of its
+    own message after its worker died, or its retry after a database error. A RUNNING
+    document of another task is still being run by it, so a late copy of the chunk (a
+    message re-sent while it waited in the queue) skips it instead of computing it twice.
 
     A document that already used up its attempts (its worker kept dying) is FAILED
     here instead of being run again, so a poison document cannot loop forever. Every
@@ -109,23 +128,42 @@ def claim(
     the documents' fault, and bounded by EXPLAINQ_DB_RETRIES) to the limit, so a blip
     never fails a document and a poison document still ends.
     """
-    docs = session.scalars(
-        select(Document)
-        .where(Document.id.in_(list(document_ids)))
-        .where(Document.status.in_([Status.PENDING, Status.RUNNING]))
-        .order_by(Document.id)
-        .with_for_update()
+    ids = list(document_ids)
+    # Lock in id order (PostgreSQL) so that overlapping claims queue instead of
+    # deadlocking; each UPDATE re-checks its condition on the rows it writes, so of two
+    # copies that race, one takes a document and the other skips it (SQLite serialises
+    # the writes).
+    session.execute(
+        select(Document.id).where(Document.id.in_(ids)).order_by(Document.id).with_for_update()
+    )
+    runnable = and_(Document.id.in_(ids), or_(Document.status == Status.PENDING,
+                                               _owned_by(task_id)))  # fmt: skip
+    limit = max_attempts + allowance
+    gave_up = "gave up after " + cast(Document.attempts, String) + " attempts"
+    session.execute(
+        update(Document)
+        .where(runnable, Document.attempts >= limit)
+        .values(status=Status.FAILED, error=gave_up + " (EXPLAINQ_MAX_ATTEMPTS)")
+        .execution_options(synchronize_session=False)
+    )
+    claimed = session.execute(
+        update(Document)
+        .where(runnable, Document.attempts < limit)
+        .values(status=Status.RUNNING, attempts=Document.attempts + 1, task_id=task_id)
+        .returning(Document.id, Document.text, Document.attempts)
+        .execution_options(synchronize_session=False)
     ).all()
-    runnable = []
-    for doc in docs:
-        if doc.attempts >= max_attempts + allowance:
-            doc.status = Status.FAILED
-            doc.error = f"gave up after {doc.attempts} attempts (EXPLAINQ_MAX_ATTEMPTS)"
-            continue
-        doc.status = Status.RUNNING
-        doc.attempts += 1
-        runnable.append(doc)
-    return runnable
+    return sorted(claimed)
+
+
+def owned_running(session: Session, document_ids: Iterable[int], task_id: str | None) -> int:
+    """How many of the chunk's documents the task already holds RUNNING: it is a
+    redelivery, and its worker died, perhaps because of one of them."""
+    return session.scalar(
+        select(func.count())
+        .select_from(Document)
+        .where(Document.id.in_(list(document_ids)), _owned_by(task_id))
+    )
 
 
 def register_model(
@@ -287,9 +325,41 @@ def touch_running(session: Session, document_ids: Iterable[int]) -> None:
     )
 
 
-def touch(session: Session, document_ids: Iterable[int]) -> None:
-    """Restarts the staleness clock of re-sent documents, so that a long queue is not
-    flooded with copies on every sweep."""
-    session.execute(
-        update(Document).where(Document.id.in_(list(document_ids))).values(updated_at=utcnow())
-    )
+@dataclass(frozen=True)
+class Resend:
+    """A chunk to send again, under the id of the task that now owns its documents."""
+
+    batch_id: str
+    task_id: str
+    document_ids: list[int]
+
+
+def hand_over(
+    session: Session, batch_id: str | None, older_than: float, chunk_size: int
+) -> list[Resend]:
+    """Hands the documents left PENDING or RUNNING longer than ``older_than`` seconds to
+    new tasks, in chunks of similar length; the caller sends each under its task id.
+
+    Each chunk's new task becomes its documents' owner, so a late copy of the task that
+    had them (a redelivery of a message thought lost) skips them. Their staleness clock
+    restarts, so a long queue is not flooded with copies on every sweep.
+    """
+    cutoff = utcnow() - timedelta(seconds=older_than)
+    stale = and_(Document.status.in_([Status.PENDING, Status.RUNNING]),
+                 Document.updated_at <= cutoff)  # fmt: skip
+    by_batch: dict[str, list[tuple[int, int]]] = {}
+    for batch, doc_id, length in unfinished(session, batch_id, older_than):
+        by_batch.setdefault(batch, []).append((doc_id, length))
+    resends = [
+        Resend(batch, str(uuid.uuid4()), chunk)
+        for batch, lengths in by_batch.items()
+        for chunk in length_chunks(lengths, chunk_size)
+    ]
+    for resend in resends:
+        # Still stale: a document claimed since the query above stays with its runner.
+        session.execute(
+            update(Document)
+            .where(Document.id.in_(resend.document_ids), stale)
+            .values(task_id=resend.task_id, updated_at=utcnow())
+        )
+    return resends

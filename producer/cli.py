@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,10 @@ from db.engine import session_scope
 from db.models import Status
 from db.params import TUNABLE, check_caps, parse_params
 from db.settings import METHODS, Settings, get_settings, stride_problems
-from db.store import touch, unfinished
+from db.store import hand_over
 from producer.progress import WaitTimeout, counts, wait
 from producer.readers import InputError
-from producer.submit import broker_app, enqueue, submit
+from producer.submit import broker_app, resend, submit
 
 EXIT_REJECTED = 3  # some input lines were rejected; the accepted ones were submitted
 EXIT_FAILED = 4  # with --wait: some documents ended FAILED
@@ -208,16 +208,16 @@ def resume_command(
     settings = get_settings()
     age = settings.stale_after if stale_after is None else stale_after
     with session_scope(settings.sqlalchemy_url) as session:
-        rows = unfinished(session, batch, age)
-        touch(session, [doc_id for _, doc_id, _ in rows])
-    by_batch: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for batch_id, doc_id, length in rows:
-        by_batch[batch_id].append((doc_id, length))
-    broker = broker_app(settings)
-    for batch_id, lengths in by_batch.items():
-        tasks = enqueue(broker, batch_id, lengths, settings.chunk_size)
-        err.print(f"batch {batch_id}: {len(lengths)} documents re-enqueued in {tasks} tasks")
-    if not rows:
+        resends = hand_over(session, batch, age, settings.chunk_size)
+    resend(broker_app(settings), resends)
+    by_batch: Counter[str] = Counter()
+    tasks: Counter[str] = Counter()
+    for chunk in resends:
+        by_batch[chunk.batch_id] += len(chunk.document_ids)
+        tasks[chunk.batch_id] += 1
+    for batch_id, documents in by_batch.items():
+        err.print(f"batch {batch_id}: {documents} documents re-enqueued in {tasks[batch_id]} tasks")
+    if not resends:
         err.print("nothing to resume")
 
 

@@ -11,7 +11,7 @@ from celery import Celery
 
 from db.engine import session_scope
 from db.settings import EXPLAIN_TASK, Settings
-from db.store import NewDocument, RejectedLine, create_batch, length_chunks
+from db.store import NewDocument, RejectedLine, Resend, create_batch, length_chunks
 from producer.readers import Record, Rejected, read_documents
 
 
@@ -71,3 +71,12 @@ def enqueue(app: Celery, batch_id: str, lengths: list[tuple[int, int]], chunk_si
         for chunk in chunks:
             app.send_task(EXPLAIN_TASK, args=[batch_id, chunk], producer=producer)
     return len(chunks)
+
+
+def resend(app: Celery, resends: Sequence[Resend]) -> None:
+    """Sends chunks handed over by ``hand_over``, each under the task id that now owns
+    its documents."""
+    with app.producer_or_acquire() as producer:
+        for chunk in resends:
+            app.send_task(EXPLAIN_TASK, args=[chunk.batch_id, chunk.document_ids],
+                          task_id=chunk.task_id, producer=producer)  # fmt: skip

@@ -14,25 +14,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Task
+from celery.app.task import Context
 from celery.signals import worker_process_init
-from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from db.engine import reset_after_fork, session_scope
-from db.models import Batch, Document, Status
+from db.models import Batch
 from db.settings import EXPLAIN_TASK, SWEEP_TASK, Settings, get_settings, over_caps
 from db.store import (
     agreement_rows,
     claim,
     fail,
     finish,
-    length_chunks,
+    hand_over,
+    owned_running,
     params_key,
     save_agreements,
     save_explanations,
     save_representations,
-    touch,
-    unfinished,
 )
 from workers.celery_app import app
 from workers.fatal import exit_if_sticky
@@ -69,20 +68,14 @@ def explain_chunk(self: Task, batch_id: str, document_ids: list[int]) -> dict[st
         if batch is None:
             raise ValueError(f"unknown batch {batch_id}")
         job = Job(batch.model, list(batch.methods), dict(batch.params))
-        interrupted = session.scalar(
-            select(func.count())
-            .select_from(Document)
-            .where(Document.id.in_(document_ids), Document.status == Status.RUNNING)
-        )
-    # A chunk with RUNNING documents was interrupted (its worker died, perhaps because of
-    # one of them): run it one document at a time, so a poison document uses up only its
-    # own attempts and the others finish.
+        interrupted = owned_running(session, document_ids, self.request.id)
+    # A chunk that already holds RUNNING documents was interrupted (its worker died,
+    # perhaps because of one of them): run it one document at a time, so a poison
+    # document uses up only its own attempts and the others finish.
     groups = [[doc_id] for doc_id in document_ids] if interrupted else [document_ids]
     totals = {"done": 0, "failed": 0}
     for ids in groups:
-        # Retries after database errors (autoretry) widen the attempt limit by as many.
-        retries = self.request.retries or 0
-        for key, value in _run(job, ids, settings, self.request.hostname, retries).items():
+        for key, value in _run(job, ids, settings, self.request).items():
             totals[key] += value
     return totals
 
@@ -94,17 +87,14 @@ def sweep() -> int:
     Each delivery counts an attempt, so a document cannot be re-sent forever."""
     settings = get_settings()
     with session_scope(settings.sqlalchemy_url) as session:
-        rows = unfinished(session, None, settings.stale_after)
-        touch(session, [doc_id for _, doc_id, _ in rows])
-    by_batch: dict[str, list[tuple[int, int]]] = {}
-    for batch_id, doc_id, length in rows:
-        by_batch.setdefault(batch_id, []).append((doc_id, length))
-    for batch_id, lengths in by_batch.items():
-        for chunk in length_chunks(lengths, settings.chunk_size):
-            explain_chunk.apply_async(args=[batch_id, chunk])
-    if rows:
-        log.warning("sweeper re-sent %d unfinished documents", len(rows))
-    return len(rows)
+        resends = hand_over(session, None, settings.stale_after, settings.chunk_size)
+    for resend in resends:
+        explain_chunk.apply_async(args=[resend.batch_id, resend.document_ids],
+                                  task_id=resend.task_id)  # fmt: skip
+    sent = sum(len(resend.document_ids) for resend in resends)
+    if sent:
+        log.warning("sweeper re-sent %d unfinished documents", sent)
+    return sent
 
 
 @dataclass(frozen=True)
@@ -114,16 +104,12 @@ class Job:
     params: dict[str, Any]
 
 
-def _run(
-    job: Job,
-    document_ids: list[int],
-    settings: Settings,
-    hostname: str | None,
-    db_retries: int = 0,
-) -> dict[str, int]:
+def _run(job: Job, document_ids: list[int], settings: Settings, request: Context) -> dict[str, int]:
     url = settings.sqlalchemy_url
     with session_scope(url) as session:
-        claimed = claim(session, document_ids, settings.max_attempts, allowance=db_retries)
+        # Retries after database errors (autoretry) widen the attempt limit by as many.
+        claimed = claim(session, document_ids, settings.max_attempts,
+                        allowance=request.retries or 0, task_id=request.id)  # fmt: skip
         docs = [(d.id, d.text) for d in claimed]
     if not docs:
         return {"done": 0, "failed": 0}
@@ -143,7 +129,7 @@ def _run(
     with heartbeat(url, [doc_id for doc_id, _ in docs], settings.stale_after):
         outcomes = _explain(loaded, texts, job.methods, job.params, settings)
     saved = Results()
-    meta = {"worker": worker_name(hostname), "device": describe_device(loaded.device)}
+    meta = {"worker": worker_name(request.hostname), "device": describe_device(loaded.device)}
     for (doc_id, _), outcome in zip(docs, outcomes, strict=True):
         if not isinstance(outcome, str) and (problem := _non_finite(outcome)):
             outcome = problem

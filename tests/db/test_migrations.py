@@ -65,3 +65,12 @@ def test_0002_keeps_existing_explanations_and_downgrades_to_0001(fresh_database_
     assert not {"quality", "extra", "windows"} & columns
     with get_engine(url).connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM explanations")).scalar() == 1
+
+
+def test_sqlite_foreign_keys_are_back_on_after_migrating(tmp_path):
+    """Migrations switch them off (a batch rebuild would cascade deletes), never the
+    connections the application gets afterwards."""
+    url = f"sqlite:///{tmp_path / 'fk.db'}"
+    migrate(url)
+    with get_engine(url).connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1

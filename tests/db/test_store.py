@@ -4,15 +4,20 @@ trip, NaN becomes unknown, and saving the same results twice writes nothing new.
 from __future__ import annotations
 
 import math
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from db.engine import migrate, session_scope
-from db.models import Agreement, Batch, Document, Explanation, Representation
+from db.models import Agreement, Batch, Document, Explanation, Representation, Status
 from db.store import (
     agreement_rows,
+    claim,
+    hand_over,
+    owned_running,
     params_key,
     register_model,
     save_agreements,
@@ -105,8 +110,6 @@ def test_a_vector_with_nan_is_left_out(ids):
 def test_database_retries_widen_the_attempt_limit_but_every_delivery_counts(ids):
     """A poison document burns an attempt per delivery; a task retried after database
     errors may go as many attempts further, never further (so redeliveries still end)."""
-    from db.store import claim
-
     url, document_id, _ = ids
     for _ in range(3):
         with session_scope(url) as session:
@@ -115,6 +118,7 @@ def test_database_retries_widen_the_attempt_limit_but_every_delivery_counts(ids)
         assert claim(session, [document_id], max_attempts=3) == []
         document = session.get(Document, document_id)
         assert (document.attempts, document.status.value) == (3, "FAILED")
+        assert document.error == "gave up after 3 attempts (EXPLAINQ_MAX_ATTEMPTS)"
     with session_scope(url) as session:  # what a retried task would have allowed
         document = session.get(Document, document_id)
         document.status, document.error = document.status.__class__.RUNNING, None
@@ -136,3 +140,54 @@ def test_saving_more_values_than_one_statement_may_bind_writes_every_row(ids):
     with session_scope(url) as session:
         assert save_explanations(session, rows) == 0
         assert session.scalar(select(func.count()).select_from(Explanation)) == 2000
+
+
+def test_a_running_document_is_run_only_by_the_task_that_owns_it(ids):
+    """The claim makes a task the owner; a copy of the chunk under another task id skips
+    the document while its redelivery runs it again; a sweep hands it to a new task, and
+    from then on only that one may run it."""
+    url, doc, _ = ids
+    with session_scope(url) as session:
+        assert [(d.id, d.attempts) for d in claim(session, [doc], 3, task_id="a")] == [(doc, 1)]
+    with session_scope(url) as session:  # a copy sent while "a" runs it
+        assert claim(session, [doc], 3, task_id="b") == []
+        assert (owned_running(session, [doc], "a"), owned_running(session, [doc], "b")) == (1, 0)
+    with session_scope(url) as session:  # "a" redelivered: its worker died
+        assert [d.attempts for d in claim(session, [doc], 3, task_id="a")] == [2]
+    with session_scope(url) as session:
+        assert hand_over(session, None, older_than=60, chunk_size=16) == []  # fresh: not yet
+        (resend,) = hand_over(session, None, older_than=0, chunk_size=16)
+        assert resend.document_ids == [doc] and resend.task_id not in ("a", "b")
+    with session_scope(url) as session:  # a late redelivery of "a" comes too late
+        assert claim(session, [doc], 3, task_id="a") == []
+        assert owned_running(session, [doc], resend.task_id) == 1
+    with session_scope(url) as session:
+        assert [d.attempts for d in claim(session, [doc], 3, task_id=resend.task_id)] == [3]
+        document = session.get(Document, doc)
+        assert (document.status.value, document.task_id) == ("RUNNING", resend.task_id)
+
+
+def test_of_two_tasks_claiming_the_same_documents_at_once_one_gets_each(fresh_database_url):
+    """Two copies of a chunk claimed at the same moment from two threads (two workers):
+    every document goes to exactly one of them."""
+    migrate(fresh_database_url)
+    with session_scope(fresh_database_url) as session:
+        batch = Batch(id=str(uuid.uuid4()), source="s", model="m", methods=["lig"], params={})
+        docs = [Document(batch_id=batch.id, external_id=str(i), line=i, text="t", meta={})
+                for i in range(200)]  # fmt: skip
+        session.add_all([batch, *docs])
+        session.flush()
+        doc_ids = [d.id for d in docs]
+
+    def take(start: threading.Barrier, task_id: str) -> list[int]:
+        start.wait()
+        with session_scope(fresh_database_url) as session:
+            return [d.id for d in claim(session, doc_ids, 99, task_id=task_id)]
+
+    for round_ in range(5):
+        start = threading.Barrier(2)
+        with ThreadPoolExecutor(2) as pool:
+            first, second = pool.map(take, [start, start], [f"a{round_}", f"b{round_}"])
+        assert sorted(first + second) == doc_ids, (len(first), len(second))
+        with session_scope(fresh_database_url) as session:  # queued again for the next round
+            session.execute(update(Document).values(status=Status.PENDING))

@@ -10,7 +10,9 @@ from sqlalchemy import select
 
 from db.engine import session_scope
 from db.models import Document, Status
-from tests.faults.counting import accounting, drain, record, submit
+from db.settings import EXPLAIN_TASK
+from producer.submit import broker_app
+from tests.faults.counting import accounting, drain, record, submit, wait_for
 from tests.faults.poison_app import BROKEN, POISON_PILL
 from tests.processes import Deployment
 
@@ -120,3 +122,31 @@ def test_the_sweeper_leaves_a_chunk_that_is_still_running_alone(deployment, writ
     assert attempts == [1] * 48
     logs = "".join((deployment.home / f"{name}.log").read_text() for name in ("busy", "idle"))
     assert "sweeper re-sent" not in logs
+
+
+def test_a_copy_of_a_running_chunk_is_skipped_not_computed_twice(deployment, write):
+    """A second message for a chunk that a worker is running (the sweeper's copy of a
+    message that waited in the queue past EXPLAINQ_STALE_AFTER, say) reaches the idle
+    second worker, which skips the documents the first run owns: every document is
+    attempted and computed once (before task owners, the copy ran them all again)."""
+    deployment.env |= {"EXPLAINQ_N_STEPS": "1024", "EXPLAINQ_CHUNK_SIZE": "48"}
+    deployment.start_worker("first")
+    deployment.start_worker("second")
+    text = "the film is strictly routine and the actors seem bored by it . " * 16
+    batch_id = submit(deployment, write("slow.txt", "".join(f"{i} {text}\n" for i in range(48))))
+    in_batch = select(Document.id).where(Document.batch_id == batch_id)
+    deadline = time.monotonic() + 60
+    while (counts := accounting(deployment, batch_id))["running"] < 48:
+        assert time.monotonic() < deadline and counts["done"] == 0, counts
+        time.sleep(0.2)
+    with session_scope(deployment.url) as session:
+        ids = sorted(session.scalars(in_batch))
+    broker_app(deployment.settings).send_task(EXPLAIN_TASK, args=[batch_id, ids])
+    wait_for(deployment, batch_id, 48, timeout=240)
+    counts = accounting(deployment, batch_id)
+    assert (counts["done"], counts["duplicate_rows"]) == (48, 0), counts
+    with session_scope(deployment.url) as session:
+        attempts = session.scalars(select(Document.attempts).where(Document.id.in_(ids))).all()
+    assert attempts == [1] * 48
+    logs = [(deployment.home / f"{name}.log").read_text() for name in ("first", "second")]
+    assert sum(log.count("{'done': 0, 'failed': 0}") for log in logs) == 1, "copy not skipped"
