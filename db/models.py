@@ -100,7 +100,7 @@ class Document(Base):
     task_id: Mapped[str | None] = mapped_column(
         String(255),
         doc="The Celery task that owns it: set by the claim, handed to the re-sent task "
-        "by the sweeper or `producer resume`; a RUNNING document is run by no other task.",
+        "by the sweeper or `producer resume`; other tasks skip it while it is RUNNING.",
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

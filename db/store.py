@@ -15,9 +15,9 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Row, String, and_, cast, func, or_, select, update
+from sqlalchemy import ColumnElement, String, and_, cast, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -48,6 +48,8 @@ class RejectedLine:
     field: str | None
     reason: str
 
+
+UNFINISHED = (Status.PENDING, Status.RUNNING)
 
 # Recorded with the parameters but derived by the worker from the model (already part of
 # a row's identity): a worker with another device must not make a second row.
@@ -98,7 +100,13 @@ def create_batch(
     return batch.id, [(row.id, len(row.text)) for row in rows]
 
 
-def _owned_by(task_id: str | None) -> ColumnElement[bool]:
+class Claimed(NamedTuple):
+    id: int
+    text: str
+    attempts: int
+
+
+def _owned_by(task_id: str) -> ColumnElement[bool]:
     """RUNNING documents the task owns (it claimed them, or a sweep handed them to it), or
     that no task owns (claimed before owners were recorded)."""
     return and_(
@@ -111,11 +119,12 @@ def claim(
     session: Session,
     document_ids: Iterable[int],
     max_attempts: int,
+    *,
+    task_id: str,
     allowance: int = 0,
-    task_id: str | None = None,
-) -> list[Row[tuple[int, str, int]]]:
+) -> list[Claimed]:
     """Marks the chunk's documents that ``task_id`` may run RUNNING, makes it their owner
-    and counts the attempt; returns their (id, text, attempts) by id.
+    and counts the attempt; returns them by id.
 
     A task may run PENDING documents and the RUNNING ones it owns: a redelivery of its
     own message after its worker died, or its retry after a database error. A RUNNING
@@ -129,13 +138,14 @@ def claim(
     never fails a document and a poison document still ends.
     """
     ids = list(document_ids)
-    # Lock in id order (PostgreSQL) so that overlapping claims queue instead of
-    # deadlocking; each UPDATE re-checks its condition on the rows it writes, so of two
-    # copies that race, one takes a document and the other skips it (SQLite serialises
-    # the writes).
-    session.execute(
-        select(Document.id).where(Document.id.in_(ids)).order_by(Document.id).with_for_update()
-    )
+    if session.get_bind().dialect.name == "postgresql":
+        # Lock in id order, so that overlapping claims queue instead of deadlocking.
+        session.execute(
+            select(Document.id).where(Document.id.in_(ids)).order_by(Document.id)
+            .with_for_update()
+        ).all()  # fmt: skip
+    # Each UPDATE re-checks its condition on the rows it writes, so of two copies that
+    # race, one takes a document and the other skips it (SQLite serialises the writes).
     runnable = and_(Document.id.in_(ids), or_(Document.status == Status.PENDING,
                                                _owned_by(task_id)))  # fmt: skip
     limit = max_attempts + allowance
@@ -152,18 +162,15 @@ def claim(
         .values(status=Status.RUNNING, attempts=Document.attempts + 1, task_id=task_id)
         .returning(Document.id, Document.text, Document.attempts)
         .execution_options(synchronize_session=False)
-    ).all()
-    return sorted(claimed)
+    )
+    return sorted(Claimed(*row) for row in claimed)
 
 
-def owned_running(session: Session, document_ids: Iterable[int], task_id: str | None) -> int:
+def owned_running(session: Session, document_ids: Iterable[int], task_id: str) -> int:
     """How many of the chunk's documents the task already holds RUNNING: it is a
     redelivery, and its worker died, perhaps because of one of them."""
-    return session.scalar(
-        select(func.count())
-        .select_from(Document)
-        .where(Document.id.in_(list(document_ids)), _owned_by(task_id))
-    )
+    owned = select(func.count()).select_from(Document)
+    return session.scalar(owned.where(Document.id.in_(list(document_ids)), _owned_by(task_id)))
 
 
 def register_model(
@@ -265,9 +272,11 @@ def finish(session: Session, document_ids: Iterable[int]) -> None:
 
 
 def fail(session: Session, document_id: int, error: str) -> None:
+    """FAILED with the reason, unless it is already terminal: a superseded run that fails
+    late must not turn a document another run finished (its rows stored) into FAILED."""
     session.execute(
         update(Document)
-        .where(Document.id == document_id)
+        .where(Document.id == document_id, Document.status.in_(UNFINISHED))
         .values(status=Status.FAILED, error=error[:10_000], updated_at=utcnow())
     )
 
@@ -297,16 +306,22 @@ def unfinished(
     session: Session, batch_id: str | None, older_than: float
 ) -> list[tuple[str, int, int]]:
     """(batch id, document id, text length) of documents still PENDING or RUNNING whose
-    last change is more than ``older_than`` seconds ago."""
-    cutoff = utcnow() - timedelta(seconds=older_than)
+    last change is more than ``older_than`` seconds ago, locked until the transaction
+    ends (PostgreSQL; rows another transaction holds, a claim say, are left out)."""
     query = (
         select(Document.batch_id, Document.id, func.length(Document.text))
-        .where(Document.status.in_([Status.PENDING, Status.RUNNING]))
-        .where(Document.updated_at <= cutoff)
+        .where(_stale(older_than))
+        .order_by(Document.id)
+        .with_for_update(skip_locked=True)
     )
     if batch_id:
         query = query.where(Document.batch_id == batch_id)
     return [tuple(row) for row in session.execute(query)]
+
+
+def _stale(older_than: float) -> ColumnElement[bool]:
+    cutoff = utcnow() - timedelta(seconds=older_than)
+    return and_(Document.status.in_(UNFINISHED), Document.updated_at <= cutoff)
 
 
 def length_chunks(lengths: Iterable[tuple[int, int]], size: int) -> list[list[int]]:
@@ -344,9 +359,7 @@ def hand_over(
     had them (a redelivery of a message thought lost) skips them. Their staleness clock
     restarts, so a long queue is not flooded with copies on every sweep.
     """
-    cutoff = utcnow() - timedelta(seconds=older_than)
-    stale = and_(Document.status.in_([Status.PENDING, Status.RUNNING]),
-                 Document.updated_at <= cutoff)  # fmt: skip
+    stale = _stale(older_than)
     by_batch: dict[str, list[tuple[int, int]]] = {}
     for batch, doc_id, length in unfinished(session, batch_id, older_than):
         by_batch.setdefault(batch, []).append((doc_id, length))
@@ -356,7 +369,8 @@ def hand_over(
         for chunk in length_chunks(lengths, chunk_size)
     ]
     for resend in resends:
-        # Still stale: a document claimed since the query above stays with its runner.
+        # Still stale (on SQLite, which cannot lock the query's rows): a document claimed
+        # since then stays with its runner.
         session.execute(
             update(Document)
             .where(Document.id.in_(resend.document_ids), stale)

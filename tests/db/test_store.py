@@ -16,6 +16,8 @@ from db.models import Agreement, Batch, Document, Explanation, Representation, S
 from db.store import (
     agreement_rows,
     claim,
+    fail,
+    finish,
     hand_over,
     owned_running,
     params_key,
@@ -113,9 +115,10 @@ def test_database_retries_widen_the_attempt_limit_but_every_delivery_counts(ids)
     url, document_id, _ = ids
     for _ in range(3):
         with session_scope(url) as session:
-            assert [d.id for d in claim(session, [document_id], max_attempts=3)] == [document_id]
+            claimed = claim(session, [document_id], max_attempts=3, task_id="t")
+            assert [d.id for d in claimed] == [document_id]
     with session_scope(url) as session:  # a fourth plain delivery: out of attempts
-        assert claim(session, [document_id], max_attempts=3) == []
+        assert claim(session, [document_id], max_attempts=3, task_id="t") == []
         document = session.get(Document, document_id)
         assert (document.attempts, document.status.value) == (3, "FAILED")
         assert document.error == "gave up after 3 attempts (EXPLAINQ_MAX_ATTEMPTS)"
@@ -123,11 +126,11 @@ def test_database_retries_widen_the_attempt_limit_but_every_delivery_counts(ids)
         document = session.get(Document, document_id)
         document.status, document.error = document.status.__class__.RUNNING, None
     with session_scope(url) as session:
-        claimed = claim(session, [document_id], max_attempts=3, allowance=2)
+        claimed = claim(session, [document_id], max_attempts=3, task_id="t", allowance=2)
         assert [d.attempts for d in claimed] == [4]
     with session_scope(url) as session:
-        claim(session, [document_id], max_attempts=3, allowance=2)
-        assert claim(session, [document_id], max_attempts=3, allowance=2) == []
+        claim(session, [document_id], max_attempts=3, task_id="t", allowance=2)
+        assert claim(session, [document_id], max_attempts=3, task_id="t", allowance=2) == []
 
 
 def test_saving_more_values_than_one_statement_may_bind_writes_every_row(ids):
@@ -191,3 +194,16 @@ def test_of_two_tasks_claiming_the_same_documents_at_once_one_gets_each(fresh_da
         assert sorted(first + second) == doc_ids, (len(first), len(second))
         with session_scope(fresh_database_url) as session:  # queued again for the next round
             session.execute(update(Document).values(status=Status.PENDING))
+
+
+def test_a_late_failure_leaves_a_finished_document_done(ids):
+    """A superseded run that fails after another run finished the document (its rows
+    stored) must not mark it FAILED."""
+    url, doc, _ = ids
+    with session_scope(url) as session:
+        finish(session, [doc])
+    with session_scope(url) as session:
+        fail(session, doc, "CUDA out of memory, late")
+    with session_scope(url) as session:
+        document = session.get(Document, doc)
+        assert (document.status.value, document.error) == ("DONE", None)

@@ -26,7 +26,7 @@ def _documents(url: str) -> tuple[int, int]:
         session.add_all([batch, *docs])
         session.flush()
         running, pending = (doc.id for doc in docs)
-        claim(session, [running], max_attempts=3)
+        claim(session, [running], max_attempts=3, task_id="t")
     with session_scope(url) as session:
         for doc in session.query(Document):
             doc.updated_at = utcnow() - timedelta(hours=1)
