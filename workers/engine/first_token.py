@@ -11,8 +11,8 @@ a fourteenth on BERT-base (docs/PERFORMANCE.md).
 It is used where the model type's head is known to read the first token, the last layer
 has BERT's structure, and a probe forward gives the same logits both ways; any other
 model runs its stock forward. Passes that return attentions or every layer's hidden
-states run the stock layer. A worker runs one pass at a time: the swap is not meant for
-threads sharing a model.
+states run the stock layer. The swap is not meant for threads sharing a model: a worker
+refuses pools that would run several tasks in one process (workers/celery_app.py).
 """
 
 from __future__ import annotations
