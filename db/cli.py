@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 from sqlalchemy.engine import make_url
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session
 from db import quality, queries, render, render_methods, similar, views
 from db.engine import migrate, session_scope
 from db.params import TUNABLE
-from db.settings import METHODS, get_settings
+from db.settings import METHODS, get_settings, settings_problem
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 JSON_FLAG = typer.Option(False, "--json", help="Machine-readable JSON on stdout.")
@@ -41,11 +42,20 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _url() -> str:
+    """The database URL, or one line naming the EXPLAINQ_* variable that is wrong."""
+    try:
+        return get_settings().sqlalchemy_url
+    except ValidationError as error:
+        raise _fail(settings_problem(error)) from None
+
+
 @contextmanager
 def _session() -> Iterator[Session]:
     """A read session whose query errors become one line on stderr and exit status 1."""
+    url = _url()
     try:
-        with session_scope(get_settings().sqlalchemy_url) as session:
+        with session_scope(url) as session:
             yield session
     except (ValueError, LookupError) as error:
         raise _fail(str(error)) from None
@@ -66,7 +76,7 @@ def _echo_json(value: Any, stream: TextIO | None = None) -> None:
 @app.command("migrate")
 def migrate_command() -> None:
     """Bring the configured database to the latest schema (safe to run again)."""
-    url = get_settings().sqlalchemy_url
+    url = _url()
     shown = make_url(url).render_as_string(hide_password=True)
     try:
         migrate(url)
@@ -182,7 +192,9 @@ def top_tokens_command(
 @app.command("quality")
 def quality_command(
     batch: str | None = BATCH,
-    model: str | None = typer.Option(None, help="Only this model (its name)."),
+    model: str | None = typer.Option(
+        None, help="Only this model: its directory's name, e.g. minilm-sentiment."
+    ),
     as_json: bool = JSON_FLAG,
 ) -> None:
     """How faithful each method is, and how far methods agree, over a batch or everything.
@@ -202,7 +214,7 @@ def quality_command(
 def similar_command(
     doc: str = typer.Argument(..., help="The document: your id, or the internal id (doc)."),
     batch: str | None = typer.Option(None, help="The batch, when your id is in several."),
-    model: str | None = typer.Option(None, help="The model, when several explained it."),
+    model: str | None = typer.Option(None, help="The model's directory name, when several did."),
     within: str | None = typer.Option(None, help="Only neighbours from this batch."),
     limit: int = typer.Option(10, help=f"How many, at most {queries.MAX_LIMIT}."),
     as_json: bool = JSON_FLAG,

@@ -22,6 +22,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _samples(text: str) -> int:
+    value = int(text)
+    if value < 2:  # a surrogate model needs two coalitions at least
+        raise ValueError("must be at least 2")
+    return value
+
+
 def _seed(text: str) -> int:
     value = int(text)
     if not 0 <= value < 2**63:  # what torch.manual_seed takes
@@ -68,7 +75,7 @@ TUNABLE: dict[str, tuple[Callable[[str], Any], str]] = {
         "lig with n_steps=auto: most steps per document (levels: 9, 19, 39, 79, 159)",
     ),
     "nodes": (_nodes, "lig: uniform (Captum's Gauss-Legendre) or calibrated to the model"),
-    "n_samples": (_positive_int, "kernel_shap, lime: perturbed samples per document"),
+    "n_samples": (_samples, "kernel_shap, lime: perturbed samples per document (2 or more)"),
     "seed": (_seed, "kernel_shap, lime: sampling seed (0 .. 2**63 - 1)"),
     "window": (_positive_int, "occlusion: tokens occluded together"),
     "norm": (_norm, "saliency: l1 or l2 norm of the gradient"),

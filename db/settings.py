@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The contract between producer and workers: the task is sent by name, so the producer
@@ -45,7 +45,7 @@ class Settings(BaseSettings):
         default=DEFAULT_MODEL,
         description="A checkpoint directory, or the name of a model under $EXPLAINQ_HOME/models.",
     )
-    method: str = "lig"
+    method: str = Field(default="lig", description="Default of `producer submit --method`.")
     # Adaptive by default: it met the 1% tolerance on every benchmark document, in fewer
     # steps than 50 fixed ones (docs/PERFORMANCE.md).
     n_steps: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
@@ -186,6 +186,14 @@ def stride_problems(settings: Settings, stride: int | None, *, options: bool = T
 @cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_problem(error: ValidationError) -> str:
+    """One line naming the EXPLAINQ_* variable that is out of bounds, and why."""
+    first = error.errors()[0]
+    where = "EXPLAINQ_" + "_".join(map(str, first["loc"])).upper() if first["loc"] else ""
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{where + ': ' if where else ''}{message}"
 
 
 def resolve_model(spec: str, settings: Settings) -> Path:

@@ -15,14 +15,15 @@ from rich.text import Text
 from db.engine import session_scope
 from db.models import Status
 from db.params import TUNABLE, check_caps, parse_params
-from db.settings import METHODS, Settings, get_settings, stride_problems
+from db.settings import METHODS, Settings, get_settings, settings_problem, stride_problems
 from db.store import hand_over
-from producer.progress import WaitTimeout, counts, wait
+from producer.progress import UnknownBatch, WaitTimeout, counts, wait
 from producer.readers import InputError
-from producer.submit import broker_app, resend, submit
+from producer.submit import NotSent, broker_app, resend, submit
 
 EXIT_REJECTED = 3  # some input lines were rejected; the accepted ones were submitted
 EXIT_FAILED = 4  # with --wait: some documents ended FAILED
+EXIT_UNFINISHED = 5  # registered, but not sent, or (with --wait) not finished in time
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 err = Console(stderr=True)
@@ -34,8 +35,10 @@ def submit_command(
     model: str | None = typer.Option(
         None, help="Checkpoint directory or model name [EXPLAINQ_MODEL]."
     ),
-    method: list[str] = typer.Option(
-        ["lig"], help=f"Attribution methods, comma-separated or repeated: {', '.join(METHODS)}."
+    method: list[str] | None = typer.Option(
+        None,
+        help=f"Attribution methods, comma-separated or repeated: {', '.join(METHODS)} "
+        "[EXPLAINQ_METHOD, default lig].",
     ),
     n_steps: str | None = typer.Option(
         None, help="Integration steps, or 'auto' for adaptive [EXPLAINQ_N_STEPS]."
@@ -60,11 +63,13 @@ def submit_command(
 ) -> None:
     """Validate PATH, register its documents and enqueue them. Prints the batch id.
 
-    Exit status: 0 all accepted, 1 nothing submitted, 3 some lines rejected, 4 (with
-    --wait) some documents failed.
+    Exit status: 0 all accepted; 1 nothing submitted; 3 some lines rejected (the others
+    were submitted); 4 with --wait, some documents failed; 5 the batch is registered but
+    its tasks could not be sent, or with --wait it did not finish within --timeout.
     """
     settings = _settings()
-    methods = list(dict.fromkeys(m.strip() for text in method for m in text.split(",")))
+    chosen = method or [settings.method]
+    methods = list(dict.fromkeys(m.strip() for text in chosen for m in text.split(",")))
     methods = [m for m in methods if m]
     unknown = sorted(set(methods) - set(METHODS)) or ([] if methods else ["(none)"])
     if unknown:
@@ -88,6 +93,14 @@ def submit_command(
     except InputError as error:
         err.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from None
+    except NotSent as error:
+        err.print(Text.assemble(("error: ", "red"), str(error)), soft_wrap=True)
+        err.print(
+            f"the sweeper sends them after EXPLAINQ_STALE_AFTER; or, once the broker is back, "
+            f"`producer resume {error.batch_id} --stale-after 0`",
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_UNFINISHED) from None
     for rejection in result.rejected:
         # Text, not markup: ids and reasons come from the user's file.
         # soft_wrap: one line per rejection, whatever the width (CI logs are not terminals)
@@ -104,7 +117,7 @@ def submit_command(
             err.print(
                 f"[red]timeout:[/] {error}; follow it with `producer status {result.batch_id}`"
             )
-            raise typer.Exit(1) from None
+            raise typer.Exit(EXIT_UNFINISHED) from None
     if as_json:
         summary = {
             "batch_id": result.batch_id,
@@ -127,10 +140,7 @@ def _settings() -> Settings:
     try:
         return get_settings()
     except ValidationError as error:
-        first = error.errors()[0]
-        where = "EXPLAINQ_" + "_".join(map(str, first["loc"])).upper() if first["loc"] else ""
-        message = first["msg"].removeprefix("Value error, ")
-        err.print(Text.assemble(("error: ", "red"), f"{where + ': ' if where else ''}{message}"))
+        err.print(Text.assemble(("error: ", "red"), settings_problem(error)))
         raise typer.Exit(1) from None
 
 
@@ -163,7 +173,7 @@ def status_command(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Print how many documents of BATCH are done, failed and pending."""
-    current = counts(get_settings().sqlalchemy_url, batch)
+    current = counts(_settings().sqlalchemy_url, batch)
     if not sum(current.values()):
         err.print(f"[red]error:[/] no documents for batch {batch}")
         raise typer.Exit(1)
@@ -185,14 +195,24 @@ def status_command(
 
 @app.command("wait")
 def wait_command(
-    batch: str = typer.Argument(...), timeout: float | None = typer.Option(None)
+    batch: str = typer.Argument(..., help="Batch id printed by submit."),
+    timeout: float | None = typer.Option(
+        None, min=0, help="Give up after this many seconds (0: look once)."
+    ),
 ) -> None:
-    """Show progress until every document of BATCH is done or failed."""
+    """Show progress until every document of BATCH is done or failed.
+
+    Exit status: 0 all done; 1 no such batch; 4 some documents failed; 5 not finished
+    within --timeout.
+    """
     try:
-        final = wait(get_settings().sqlalchemy_url, batch, timeout=timeout)
+        final = wait(_settings().sqlalchemy_url, batch, timeout=timeout)
+    except UnknownBatch as error:
+        err.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
     except WaitTimeout as error:
         err.print(f"[red]timeout:[/] {error}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_UNFINISHED) from None
     if final[Status.FAILED]:
         raise typer.Exit(EXIT_FAILED)
 
@@ -205,7 +225,7 @@ def resume_command(
     ),
 ) -> None:
     """Enqueue again the documents left PENDING or RUNNING too long (the DB is the truth)."""
-    settings = get_settings()
+    settings = _settings()
     age = settings.stale_after if stale_after is None else stale_after
     with session_scope(settings.sqlalchemy_url) as session:
         resends = hand_over(session, batch, age, settings.chunk_size)

@@ -16,6 +16,10 @@ class WaitTimeout(Exception):
     pass
 
 
+class UnknownBatch(LookupError):
+    pass
+
+
 def counts(url: str, batch_id: str) -> dict[Status, int]:
     with session_scope(url) as session:
         return status_counts(session, batch_id)
@@ -29,9 +33,10 @@ def wait(
     poll: float = 0.5,
     timeout: float | None = None,
 ) -> dict[Status, int]:
-    """Polls the database (the source of truth) until every document is terminal."""
+    """Polls the database (the source of truth) until every document is terminal;
+    ``timeout`` 0 looks once."""
     console = console or Console(stderr=True)
-    deadline = time.monotonic() + timeout if timeout else None
+    deadline = None if timeout is None else time.monotonic() + timeout
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -45,6 +50,8 @@ def wait(
     with Progress(*columns, console=console, transient=False) as progress:
         current = counts(url, batch_id)
         total = sum(current.values())
+        if not total:
+            raise UnknownBatch(f"no documents for batch {batch_id}")
         task = progress.add_task("explaining", total=total, done=0, failed=0, pending=total)
         while True:
             current = counts(url, batch_id)
@@ -58,6 +65,6 @@ def wait(
             )
             if finished >= total:
                 return current
-            if deadline and time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(f"batch {batch_id}: {total - finished} documents unfinished")
             time.sleep(poll)

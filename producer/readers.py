@@ -57,8 +57,11 @@ def read_documents(
     """Yields a verdict for every non-blank line (or CSV row) of ``path``."""
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    parsers = {"jsonl": _jsonl, "csv": _csv, "text": _text}
     fmt = fmt or detect_format(path)
-    parse = {"jsonl": _jsonl, "csv": _csv, "text": _text}[fmt]
+    if fmt not in parsers:
+        raise InputError(f"--format {fmt}: expected one of {', '.join(parsers)}")
+    parse = parsers[fmt]
     validator = _Validator(max_bytes)
     try:
         # surrogateescape keeps undecodable bytes as lone surrogates, so one bad line

@@ -23,6 +23,15 @@ class Submission:
     chunks: int
 
 
+class NotSent(Exception):
+    """The batch is registered (its documents PENDING in the database) but sending its
+    tasks failed: the sweeper or `producer resume` sends them later."""
+
+    def __init__(self, batch_id: str, accepted: int, error: Exception) -> None:
+        super().__init__(f"batch {batch_id}: {accepted} documents registered, not sent: {error}")
+        self.batch_id, self.accepted = batch_id, accepted
+
+
 def broker_app(settings: Settings) -> Celery:
     """A Celery app that only sends: same settings as the workers, none of their code."""
     app = Celery("explainq-producer")
@@ -42,8 +51,8 @@ def submit(
 ) -> Submission:
     """Reads ``path``, registers every accepted document as PENDING, then enqueues them.
 
-    The database commit comes first: if sending fails half-way, the documents are still
-    recorded and ``producer resume`` sends them again.
+    The database commit comes first: if sending fails (``NotSent``), even half-way, the
+    documents are still recorded and the sweeper or ``producer resume`` sends them.
     """
     records: list[Record] = []
     rejected: list[Rejected] = []
@@ -60,7 +69,10 @@ def submit(
             documents=[NewDocument(r.external_id, r.line, r.text, r.meta) for r in records],
             rejections=[RejectedLine(r.line, r.field, r.reason) for r in rejected],
         )
-    chunks = enqueue(broker_app(settings), batch_id, lengths, chunk_size or settings.chunk_size)
+    try:
+        chunks = enqueue(broker_app(settings), batch_id, lengths, chunk_size or settings.chunk_size)
+    except Exception as error:  # the broker is down or refuses us; the database has it all
+        raise NotSent(batch_id, len(records), error) from error
     return Submission(batch_id=batch_id, accepted=len(records), rejected=rejected, chunks=chunks)
 
 

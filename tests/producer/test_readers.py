@@ -82,3 +82,9 @@ def test_plain_text_ids_are_line_numbers_and_text_is_kept_verbatim(write):
 def test_missing_file_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         verdicts(tmp_path / "nope.jsonl")
+
+
+def test_an_unknown_format_is_an_input_error(write):
+    path = write("docs.jsonl", '{"text": "fine"}\n')
+    with pytest.raises(InputError, match="--format xml: expected one of jsonl, csv, text"):
+        verdicts(path, fmt="xml")

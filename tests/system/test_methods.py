@@ -54,7 +54,7 @@ def submit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         (("--param", "max_steps=2048"), {}, "EXPLAINQ_MAX_STEPS=1024"),
         (("--param", "n_samples=100000"), {}, "EXPLAINQ_MAX_SAMPLES=4096"),
         (("--chunk-size", "2000"), {}, "EXPLAINQ_MAX_CHUNK_SIZE=1024"),
-        (("--param", "n_samples=0"), {}, "n_samples=0: must be at least 1"),
+        (("--param", "n_samples=1"), {}, "n_samples=1: must be at least 2"),
         (("--param", f"seed={2**64}"), {}, "must be between 0 and 2**63 - 1"),
         (("--param", "colour=red"), {}, "expected key=value with a key of: n_steps"),
         ((), {"EXPLAINQ_N_STEPS": "5000"}, "EXPLAINQ_N_STEPS=5000 is over the limit"),

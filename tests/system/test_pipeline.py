@@ -4,6 +4,7 @@ on PostgreSQL, and the stored explanations are what Captum computes directly."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -195,6 +196,25 @@ def test_status_command_counts_a_finished_batch(system, write):
         "batch_id": None, "done": 2, "failed": 0, "pending": 0, "running": 0, "total": 2
     }  # fmt: skip
     assert system.producer("status", "no-such-batch").returncode == 1
+    waited = system.producer("wait", "no-such-batch")
+    assert waited.returncode == 1 and "no documents for batch no-such-batch" in waited.stderr
+    assert system.producer("wait", summary["batch_id"], "--timeout", "0").returncode == 0
+
+
+def test_a_batch_the_broker_refused_is_kept_and_resumed(system, write):
+    """The broker is down at submit: the documents stay registered (exit status 5, and
+    the command to send them); `producer resume` sends them once it is back."""
+    down = system.producer("submit", str(write("down.txt", "one\ntwo\nthree\n")), "--json",
+                           EXPLAINQ_BROKER_URL="redis://127.0.0.1:1/0")  # fmt: skip
+    assert down.returncode == 5 and "registered, not sent" in down.stderr, down.stderr
+    assert down.stdout == ""
+    (batch_id,) = re.findall(r"producer resume (\S+) --stale-after 0", down.stderr)
+    assert system.producer("wait", batch_id, "--timeout", "0").returncode == 5  # unfinished
+    resumed = system.producer("resume", batch_id, "--stale-after", "0")
+    assert resumed.returncode == 0 and "3 documents re-enqueued in 1 tasks" in resumed.stderr
+    assert system.producer("wait", batch_id, "--timeout", "120").returncode == 0
+    shown = json.loads(system.producer("status", batch_id, "--json").stdout)
+    assert (shown["done"], shown["total"]) == (3, 3)
 
 
 def test_a_missing_model_fails_the_documents_with_the_reason(system, write, tmp_path):
@@ -222,3 +242,5 @@ def test_adaptive_steps_through_the_whole_system(system, write):
     assert bad.returncode == 1 and "--n-steps" in bad.stderr
     typo = system.producer("submit", "/dev/null", "--method", "lig,salency")
     assert typo.returncode == 1 and "unknown method salency" in typo.stderr
+    typo = system.producer("submit", "/dev/null", EXPLAINQ_METHOD="saliency,lim")  # the default
+    assert typo.returncode == 1 and "unknown method lim" in typo.stderr
