@@ -206,6 +206,7 @@ def _explain(loaded: LoadedModel, texts, methods, params, settings) -> list[Any]
     params = capped(params, settings)
     options = ExecutionOptions(
         internal_batch_size=settings.internal_batch_size,
+        max_internal_batch_size=settings.max_internal_batch_size,
         max_tokens=settings.max_tokens,
         window_stride=params.get("window_stride") or settings.window_stride,
     )

@@ -186,6 +186,23 @@ def test_out_of_memory_halves_the_rows_and_retries(classifier, monkeypatch):
         assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
 
 
+def test_the_rows_chosen_per_pass_obey_their_cap(classifier, monkeypatch):
+    """EXPLAINQ_MAX_INTERNAL_BATCH_SIZE caps the size chosen per group too, not only the
+    one an operator sets (the CPU budget alone would give hundreds of rows here)."""
+    from workers.engine.methods import lig
+
+    real, sizes = lig._integrate, []
+
+    def recording_integrate(*args, **kwargs):
+        sizes.append(args[-1])  # internal_batch_size
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lig, "_integrate", recording_integrate)
+    explain(classifier, TEXTS[:2], params={"n_steps": 8},
+            options=ExecutionOptions(max_internal_batch_size=3))  # fmt: skip
+    assert sizes and set(sizes) == {3}
+
+
 def test_rows_per_pass_follow_the_cpu_token_budget(classifier):
     from workers.engine.batching import CPU_TOKENS_PER_PASS, auto_internal_batch_size
     from workers.engine.encoding import pad_group, tokenize

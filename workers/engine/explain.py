@@ -30,6 +30,7 @@ class ExecutionOptions:
     where a document is cut into windows."""
 
     internal_batch_size: int | None = None  # rows per forward/backward; None: sized per group
+    max_internal_batch_size: int | None = None  # cap on the size chosen per group
     max_docs_per_group: int | None = None  # None: by device (batching.docs_per_group)
     max_tokens_per_group: int = 4096  # documents x padded length in one group
     max_tokens: int = 512  # per window; longer documents are explained in windows
@@ -137,6 +138,7 @@ def _explain_pieces(
     for indices in length_groups(pieces, max_docs, options.max_tokens_per_group):
         group = pad_group(classifier, pieces, indices)
         rows = options.internal_batch_size or auto_internal_batch_size(classifier, group)
+        rows = min(rows, options.max_internal_batch_size or rows)
         run = _Run(classifier, method_params, forced, quality)
         explained_group, retries = _with_oom_backoff(run, group, rows)
         for row, explained in enumerate(explained_group):
