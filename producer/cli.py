@@ -1,4 +1,4 @@
-"""``producer``: submit documents for explanation and follow batches."""
+"""producer: submit documents for explanation and follow batches."""
 
 from __future__ import annotations
 
@@ -159,6 +159,12 @@ def batch_params(
             params["n_steps"] = TUNABLE["n_steps"][0](n_steps)
         except ValueError:
             raise ValueError(f"--n-steps must be 1 or more, or 'auto'; not {n_steps!r}") from None
+    adaptive_only = sorted({"tolerance", "max_steps"} & set(params))
+    if adaptive_only and str(params["n_steps"]) != "auto":
+        raise ValueError(
+            f"--param {', '.join(adaptive_only)} applies to adaptive steps only "
+            f"(--n-steps auto), not to n_steps={params['n_steps']}"
+        )
     if window_stride is not None:
         params["window_stride"] = window_stride
     check_caps({**params, **({"chunk_size": chunk_size} if chunk_size else {})}, settings)

@@ -55,6 +55,7 @@ def submit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         (("--param", "n_samples=100000"), {}, "EXPLAINQ_MAX_SAMPLES=4096"),
         (("--chunk-size", "2000"), {}, "EXPLAINQ_MAX_CHUNK_SIZE=1024"),
         (("--param", "n_samples=1"), {}, "n_samples=1: must be at least 2"),
+        (("--n-steps", "50", "--param", "tolerance=0.05"), {}, "adaptive steps only"),
         (("--param", f"seed={2**64}"), {}, "must be between 0 and 2**63 - 1"),
         (("--param", "colour=red"), {}, "expected key=value with a key of: n_steps"),
         ((), {"EXPLAINQ_N_STEPS": "5000"}, "EXPLAINQ_N_STEPS=5000 is over the limit"),
