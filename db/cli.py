@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 from sqlalchemy.engine import make_url
@@ -23,7 +22,7 @@ from sqlalchemy.orm import Session
 from db import quality, queries, render, render_methods, similar, views
 from db.engine import migrate, session_scope
 from db.params import TUNABLE
-from db.settings import METHODS, get_settings, settings_problem
+from db.settings import METHODS, settings_or_exit
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 JSON_FLAG = typer.Option(False, "--json", help="Machine-readable JSON on stdout.")
@@ -42,18 +41,10 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _url() -> str:
-    """The database URL, or one line naming the EXPLAINQ_* variable that is wrong."""
-    try:
-        return get_settings().sqlalchemy_url
-    except ValidationError as error:
-        raise _fail(settings_problem(error)) from None
-
-
 @contextmanager
 def _session() -> Iterator[Session]:
     """A read session whose query errors become one line on stderr and exit status 1."""
-    url = _url()
+    url = settings_or_exit().sqlalchemy_url
     try:
         with session_scope(url) as session:
             yield session
@@ -76,7 +67,7 @@ def _echo_json(value: Any, stream: TextIO | None = None) -> None:
 @app.command("migrate")
 def migrate_command() -> None:
     """Bring the configured database to the latest schema (safe to run again)."""
-    url = _url()
+    url = settings_or_exit().sqlalchemy_url
     shown = make_url(url).render_as_string(hide_password=True)
     try:
         migrate(url)

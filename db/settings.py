@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The contract between producer and workers: the task is sent by name, so the producer
@@ -45,7 +45,9 @@ class Settings(BaseSettings):
         default=DEFAULT_MODEL,
         description="A checkpoint directory, or the name of a model under $EXPLAINQ_HOME/models.",
     )
-    method: str = Field(default="lig", description="Default of `producer submit --method`.")
+    method: str = Field(
+        default="lig", description="Default of `producer submit --method`: comma-separated."
+    )
     # Adaptive by default: it met the 1% tolerance on every benchmark document, in fewer
     # steps than 50 fixed ones (docs/PERFORMANCE.md).
     n_steps: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
@@ -82,6 +84,14 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(default=3, ge=1)
     db_retries: int = Field(default=5, ge=0)
+
+    @field_validator("method")
+    @classmethod
+    def _known_methods(cls, value: str) -> str:
+        methods = [m.strip() for m in value.split(",") if m.strip()]
+        if problem := methods_problem(methods):
+            raise ValueError(problem)
+        return ",".join(methods)
 
     @model_validator(mode="after")
     def _within_caps(self) -> Settings:
@@ -183,15 +193,31 @@ def stride_problems(settings: Settings, stride: int | None, *, options: bool = T
     return [f"{given} is over the limit EXPLAINQ_MAX_TOKENS-2={width} (no gaps between windows)"]
 
 
+def methods_problem(methods: list[str]) -> str | None:
+    """Why a batch cannot ask for these methods, if it cannot."""
+    unknown = sorted(set(methods) - set(METHODS)) or ([] if methods else ["(none)"])
+    return f"unknown method {', '.join(unknown)}; known: {', '.join(METHODS)}" if unknown else None
+
+
 @cache
 def get_settings() -> Settings:
     return Settings()
 
 
+def settings_or_exit() -> Settings:
+    """For the command lines: the settings, or exit status 1 with one line naming the
+    EXPLAINQ_* variable that is wrong (not a validation traceback)."""
+    try:
+        return get_settings()
+    except ValidationError as error:
+        raise SystemExit(f"error: {settings_problem(error)}") from None
+
+
 def settings_problem(error: ValidationError) -> str:
     """One line naming the EXPLAINQ_* variable that is out of bounds, and why."""
     first = error.errors()[0]
-    where = "EXPLAINQ_" + "_".join(map(str, first["loc"])).upper() if first["loc"] else ""
+    # Settings are flat: the field is loc[0] (a union adds the member that failed).
+    where = f"EXPLAINQ_{str(first['loc'][0]).upper()}" if first["loc"] else ""
     message = first["msg"].removeprefix("Value error, ")
     return f"{where + ': ' if where else ''}{message}"
 

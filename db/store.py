@@ -170,7 +170,8 @@ def owned_running(session: Session, document_ids: Iterable[int], task_id: str) -
     """How many of the chunk's documents the task already holds RUNNING: it is a
     redelivery, and its worker died, perhaps because of one of them."""
     owned = select(func.count()).select_from(Document)
-    return session.scalar(owned.where(Document.id.in_(list(document_ids)), _owned_by(task_id)))
+    where = owned.where(Document.id.in_(list(document_ids)), _owned_by(task_id))
+    return session.scalar(where) or 0
 
 
 def register_model(
@@ -271,12 +272,12 @@ def finish(session: Session, document_ids: Iterable[int]) -> None:
     )
 
 
-def fail(session: Session, document_id: int, error: str) -> None:
-    """FAILED with the reason, unless it is already terminal: a superseded run that fails
-    late must not turn a document another run finished (its rows stored) into FAILED."""
+def fail(session: Session, document_id: int, error: str, task_id: str) -> None:
+    """FAILED with the reason, if the task still owns the document: a superseded run that
+    fails late must not fail a document that its new owner runs or has finished."""
     session.execute(
         update(Document)
-        .where(Document.id == document_id, Document.status.in_(UNFINISHED))
+        .where(Document.id == document_id, _owned_by(task_id))
         .values(status=Status.FAILED, error=error[:10_000], updated_at=utcnow())
     )
 

@@ -8,14 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 
 from db.engine import session_scope
 from db.models import Status
 from db.params import TUNABLE, check_caps, parse_params
-from db.settings import METHODS, Settings, get_settings, settings_problem, stride_problems
+from db.settings import (
+    METHODS,
+    Settings,
+    methods_problem,
+    settings_or_exit,
+    stride_problems,
+)
 from db.store import hand_over
 from producer.progress import UnknownBatch, WaitTimeout, counts, wait
 from producer.readers import InputError
@@ -57,7 +62,7 @@ def submit_command(
     ),
     wait_: bool = typer.Option(False, "--wait", help="Show progress until the batch is finished."),
     timeout: float | None = typer.Option(
-        None, help="With --wait: give up after this many seconds."
+        None, min=0, help="With --wait: give up after this many seconds (0: look once)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of the id."),
 ) -> None:
@@ -67,19 +72,19 @@ def submit_command(
     were submitted); 4 with --wait, some documents failed; 5 the batch is registered but
     its tasks could not be sent, or with --wait it did not finish within --timeout.
     """
-    settings = _settings()
+    settings = settings_or_exit()
     chosen = method or [settings.method]
     methods = list(dict.fromkeys(m.strip() for text in chosen for m in text.split(",")))
     methods = [m for m in methods if m]
-    unknown = sorted(set(methods) - set(METHODS)) or ([] if methods else ["(none)"])
-    if unknown:
-        err.print(f"error: unknown method {', '.join(unknown)}; known: {', '.join(METHODS)}")
+    if problem := methods_problem(methods):
+        err.print(f"error: {problem}")
         raise typer.Exit(1)
     try:
         params = batch_params(settings, n_steps, param, window_stride, chunk_size)
     except ValueError as error:
         err.print(Text.assemble(("error: ", "red"), str(error)))
         raise typer.Exit(1) from None
+    unsent: NotSent | None = None
     try:
         result = submit(
             path,
@@ -94,30 +99,32 @@ def submit_command(
         err.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from None
     except NotSent as error:
-        err.print(Text.assemble(("error: ", "red"), str(error)), soft_wrap=True)
-        err.print(
-            f"the sweeper sends them after EXPLAINQ_STALE_AFTER; or, once the broker is back, "
-            f"`producer resume {error.batch_id} --stale-after 0`",
-            soft_wrap=True,
-        )
-        raise typer.Exit(EXIT_UNFINISHED) from None
+        result, unsent = error.submission, error
     for rejection in result.rejected:
         # Text, not markup: ids and reasons come from the user's file.
         # soft_wrap: one line per rejection, whatever the width (CI logs are not terminals)
         err.print(Text.assemble(("rejected ", "yellow"), rejection.describe(path)), soft_wrap=True)
-    err.print(
-        f"batch {result.batch_id}: {result.accepted} documents accepted, "
-        f"{len(result.rejected)} rejected, {result.chunks} tasks enqueued"
-    )
-    final = {}
-    if wait_ and result.accepted:
+    if unsent:
+        err.print(Text.assemble(("error: ", "red"), str(unsent)), soft_wrap=True)
+        err.print(
+            f"the sweeper sends them after EXPLAINQ_STALE_AFTER; or, once the broker is back, "
+            f"`producer resume {result.batch_id} --stale-after 0`",
+            soft_wrap=True,
+        )
+    else:
+        err.print(
+            f"batch {result.batch_id}: {result.accepted} documents accepted, "
+            f"{len(result.rejected)} rejected, {result.chunks} tasks enqueued"
+        )
+    final, timed_out = {}, False
+    if wait_ and result.accepted and not unsent:
         try:
             final = wait(settings.sqlalchemy_url, result.batch_id, timeout=timeout)
         except WaitTimeout as error:
             err.print(
                 f"[red]timeout:[/] {error}; follow it with `producer status {result.batch_id}`"
             )
-            raise typer.Exit(EXIT_UNFINISHED) from None
+            timed_out = True
     if as_json:
         summary = {
             "batch_id": result.batch_id,
@@ -129,19 +136,12 @@ def submit_command(
         typer.echo(json.dumps(summary))
     else:
         typer.echo(result.batch_id)
+    if unsent or timed_out:
+        raise typer.Exit(EXIT_UNFINISHED)
     if final.get(Status.FAILED):
         raise typer.Exit(EXIT_FAILED)
     if result.rejected:
         raise typer.Exit(EXIT_REJECTED)
-
-
-def _settings() -> Settings:
-    """The settings, or one line naming the variable that is out of bounds."""
-    try:
-        return get_settings()
-    except ValidationError as error:
-        err.print(Text.assemble(("error: ", "red"), settings_problem(error)))
-        raise typer.Exit(1) from None
 
 
 def batch_params(
@@ -179,7 +179,7 @@ def status_command(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Print how many documents of BATCH are done, failed and pending."""
-    current = counts(_settings().sqlalchemy_url, batch)
+    current = counts(settings_or_exit().sqlalchemy_url, batch)
     if not sum(current.values()):
         err.print(f"[red]error:[/] no documents for batch {batch}")
         raise typer.Exit(1)
@@ -212,7 +212,7 @@ def wait_command(
     within --timeout.
     """
     try:
-        final = wait(_settings().sqlalchemy_url, batch, timeout=timeout)
+        final = wait(settings_or_exit().sqlalchemy_url, batch, timeout=timeout)
     except UnknownBatch as error:
         err.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from None
@@ -230,12 +230,31 @@ def resume_command(
         None, help="Only documents unchanged this many seconds [EXPLAINQ_STALE_AFTER]."
     ),
 ) -> None:
-    """Enqueue again the documents left PENDING or RUNNING too long (the DB is the truth)."""
-    settings = _settings()
+    """Enqueue again the documents left PENDING or RUNNING too long (the DB is the truth).
+
+    Exit status: 0 sent, or nothing to send; 5 the broker could not be reached.
+    """
+    settings = settings_or_exit()
     age = settings.stale_after if stale_after is None else stale_after
+    broker = broker_app(settings)
+    try:  # before anything changes in the database
+        with broker.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as error:
+        problem = f"broker unreachable, nothing re-sent: {error}"
+        err.print(Text.assemble(("error: ", "red"), problem), soft_wrap=True)
+        raise typer.Exit(EXIT_UNFINISHED) from None
     with session_scope(settings.sqlalchemy_url) as session:
         resends = hand_over(session, batch, age, settings.chunk_size)
-    resend(broker_app(settings), resends)
+    try:
+        resend(broker, resends)
+    except Exception as error:  # the broker went away meanwhile: the next sweep sends them
+        problem = (
+            f"sending failed: {error}; run this again once the broker is back, or the "
+            "sweeper re-sends them after EXPLAINQ_STALE_AFTER"
+        )
+        err.print(Text.assemble(("error: ", "red"), problem), soft_wrap=True)
+        raise typer.Exit(EXIT_UNFINISHED) from None
     by_batch: Counter[str] = Counter()
     tasks: Counter[str] = Counter()
     for chunk in resends:

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from db import queries, render
 from db.engine import migrate, session_scope
-from db.settings import DEFAULT_MODEL, Settings, resolve_model
+from db.settings import DEFAULT_MODEL, Settings, resolve_model, settings_or_exit
 from producer.embedded_redis import EmbeddedRedis
 from producer.progress import wait
 from producer.submit import broker_app, submit
@@ -38,7 +38,7 @@ def main(
     timeout: float = typer.Option(900, help="Seconds to wait for the batch."),
 ) -> None:
     """Run the explainq demo end to end."""
-    settings = Settings()
+    settings = settings_or_exit()
     url = settings.sqlalchemy_url
     console.rule("[bold]explainq demo")
     migrate(url)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,12 @@ class NotSent(Exception):
     """The batch is registered (its documents PENDING in the database) but sending its
     tasks failed: the sweeper or `producer resume` sends them later."""
 
-    def __init__(self, batch_id: str, accepted: int, error: Exception) -> None:
-        super().__init__(f"batch {batch_id}: {accepted} documents registered, not sent: {error}")
-        self.batch_id, self.accepted = batch_id, accepted
+    def __init__(self, submission: Submission, error: Exception) -> None:
+        super().__init__(
+            f"batch {submission.batch_id}: {submission.accepted} documents registered, "
+            f"not sent: {error}"
+        )
+        self.submission = submission
 
 
 def broker_app(settings: Settings) -> Celery:
@@ -44,7 +47,7 @@ def submit(
     settings: Settings,
     *,
     model: str | None = None,
-    methods: Sequence[str] = ("lig",),
+    methods: Sequence[str] | None = None,
     params: dict[str, Any] | None = None,
     chunk_size: int | None = None,
     fmt: str | None = None,
@@ -64,16 +67,17 @@ def submit(
             session,
             source=str(path.resolve()),
             model=model or settings.model,
-            methods=list(methods),
+            methods=list(methods or settings.method.split(",")),  # validated by Settings
             params=params if params is not None else {"n_steps": settings.n_steps},
             documents=[NewDocument(r.external_id, r.line, r.text, r.meta) for r in records],
             rejections=[RejectedLine(r.line, r.field, r.reason) for r in rejected],
         )
+    registered = Submission(batch_id, accepted=len(records), rejected=rejected, chunks=0)
     try:
         chunks = enqueue(broker_app(settings), batch_id, lengths, chunk_size or settings.chunk_size)
     except Exception as error:  # the broker is down or refuses us; the database has it all
-        raise NotSent(batch_id, len(records), error) from error
-    return Submission(batch_id=batch_id, accepted=len(records), rejected=rejected, chunks=chunks)
+        raise NotSent(registered, error) from error
+    return replace(registered, chunks=chunks)
 
 
 def enqueue(app: Celery, batch_id: str, lengths: list[tuple[int, int]], chunk_size: int) -> int:

@@ -25,7 +25,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from db.settings import DEFAULT_MODEL, Settings
+from db.settings import DEFAULT_MODEL, settings_or_exit
 from workers.rt_data import LABELS, Sentence, load_sentences, split, write_demo_sample
 
 if TYPE_CHECKING:
@@ -210,7 +210,7 @@ def main(
     force: bool = typer.Option(False, help="Train again even if the model is prepared."),
 ) -> None:
     """Fine-tune and save the default sentiment model, once."""
-    output = output or Settings().models_dir / name
+    output = output or settings_or_exit().models_dir / name
     if is_prepared(output) and not force:
         console.print(f"model already prepared: {output} (use --force to train again)")
         return

@@ -122,7 +122,7 @@ def _run(job: Job, document_ids: list[int], settings: Settings, request: Context
     if loaded is None:
         with session_scope(url) as session:
             for doc_id, _ in docs:
-                fail(session, doc_id, str(reason))
+                fail(session, doc_id, str(reason), request.id)
         return {"done": 0, "failed": len(docs)}
 
     texts = [text for _, text in docs]
@@ -144,7 +144,7 @@ def _run(job: Job, document_ids: list[int], settings: Settings, request: Context
         save_agreements(session, saved.agreements)
         finish(session, saved.done)
         for doc_id, error in saved.failed:
-            fail(session, doc_id, error)
+            fail(session, doc_id, error, request.id)
     return {"done": len(saved.done), "failed": len(saved.failed)}
 
 

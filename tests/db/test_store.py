@@ -196,14 +196,25 @@ def test_of_two_tasks_claiming_the_same_documents_at_once_one_gets_each(fresh_da
             session.execute(update(Document).values(status=Status.PENDING))
 
 
-def test_a_late_failure_leaves_a_finished_document_done(ids):
-    """A superseded run that fails after another run finished the document (its rows
-    stored) must not mark it FAILED."""
+def test_only_the_owner_fails_a_document(ids):
+    """A superseded run that fails late (its chunk was handed to a new task) changes
+    nothing, neither while the new owner runs the document nor after it finished."""
     url, doc, _ = ids
     with session_scope(url) as session:
-        finish(session, [doc])
+        claim(session, [doc], 3, task_id="old")
+        (resend,) = hand_over(session, None, older_than=0, chunk_size=16)
     with session_scope(url) as session:
-        fail(session, doc, "CUDA out of memory, late")
+        fail(session, doc, "CUDA out of memory, late", "old")
+        assert session.get(Document, doc).status.value == "RUNNING"
+    with session_scope(url) as session:
+        finish(session, [doc])
+        fail(session, doc, "CUDA out of memory, later", "old")
+        fail(session, doc, "a second delivery of the new owner", resend.task_id)
     with session_scope(url) as session:
         document = session.get(Document, doc)
         assert (document.status.value, document.error) == ("DONE", None)
+    with session_scope(url) as session:  # the owner's own failure counts
+        session.get(Document, doc).status = Status.RUNNING
+    with session_scope(url) as session:
+        fail(session, doc, "injected", resend.task_id)
+        assert session.get(Document, doc).status.value == "FAILED"

@@ -71,6 +71,20 @@ def test_producer_refuses_without_torch(no_torch_env, args, env, expected):
     assert "Traceback" not in done.stderr
 
 
+COMMANDS = [("producer", "status", "b"), ("producer", "wait", "b"), ("producer", "resume"),
+            ("results", "list"), ("results", "migrate")]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_names_a_bad_setting_in_one_line(no_torch_env, command):
+    env = {**no_torch_env, "EXPLAINQ_N_STEPS": "0", "EXPLAINQ_METHOD": "lig"}
+    done = subprocess.run([str(BIN / command[0]), *command[1:]], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    expected = "error: EXPLAINQ_N_STEPS: Input should be greater than or equal to 1"
+    assert done.stderr.strip() == expected
+
+
 def test_the_blocker_blocks(no_torch_env):
     check = subprocess.run(
         [sys.executable, "-c", "import torch"], env=no_torch_env, capture_output=True, text=True

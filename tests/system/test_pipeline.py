@@ -4,7 +4,6 @@ on PostgreSQL, and the stored explanations are what Captum computes directly."""
 from __future__ import annotations
 
 import json
-import re
 import time
 
 import pytest
@@ -202,14 +201,20 @@ def test_status_command_counts_a_finished_batch(system, write):
 
 
 def test_a_batch_the_broker_refused_is_kept_and_resumed(system, write):
-    """The broker is down at submit: the documents stay registered (exit status 5, and
-    the command to send them); `producer resume` sends them once it is back."""
-    down = system.producer("submit", str(write("down.txt", "one\ntwo\nthree\n")), "--json",
-                           EXPLAINQ_BROKER_URL="redis://127.0.0.1:1/0")  # fmt: skip
-    assert down.returncode == 5 and "registered, not sent" in down.stderr, down.stderr
-    assert down.stdout == ""
-    (batch_id,) = re.findall(r"producer resume (\S+) --stale-after 0", down.stderr)
+    """The broker is down at submit: the documents stay registered (exit status 5, the
+    summary, and the command to send them); `producer resume` refuses to change anything
+    while the broker is still down, and sends them once it is back."""
+    down = {"EXPLAINQ_BROKER_URL": "redis://127.0.0.1:1/0"}
+    refused = system.producer("submit", str(write("down.txt", "one\ntwo\nthree\n")), "--json",
+                              **down)  # fmt: skip
+    assert refused.returncode == 5 and "registered, not sent" in refused.stderr, refused.stderr
+    summary = json.loads(refused.stdout)
+    batch_id = summary["batch_id"]
+    assert (summary["accepted"], summary["tasks"]) == (3, 0)
+    assert f"`producer resume {batch_id} --stale-after 0`" in refused.stderr
     assert system.producer("wait", batch_id, "--timeout", "0").returncode == 5  # unfinished
+    still_down = system.producer("resume", batch_id, "--stale-after", "0", **down)
+    assert still_down.returncode == 5 and "nothing re-sent" in still_down.stderr
     resumed = system.producer("resume", batch_id, "--stale-after", "0")
     assert resumed.returncode == 0 and "3 documents re-enqueued in 1 tasks" in resumed.stderr
     assert system.producer("wait", batch_id, "--timeout", "120").returncode == 0
