@@ -364,17 +364,19 @@ def hand_over(
     by_batch: dict[str, list[tuple[int, int]]] = {}
     for batch, doc_id, length in unfinished(session, batch_id, older_than):
         by_batch.setdefault(batch, []).append((doc_id, length))
-    resends = [
-        Resend(batch, str(uuid.uuid4()), chunk)
-        for batch, lengths in by_batch.items()
-        for chunk in length_chunks(lengths, chunk_size)
-    ]
-    for resend in resends:
-        # Still stale (on SQLite, which cannot lock the query's rows): a document claimed
-        # since then stays with its runner.
-        session.execute(
-            update(Document)
-            .where(Document.id.in_(resend.document_ids), stale)
-            .values(task_id=resend.task_id, updated_at=utcnow())
-        )
+    resends = []
+    for batch, lengths in by_batch.items():
+        for chunk in length_chunks(lengths, chunk_size):
+            task_id = str(uuid.uuid4())
+            # Still stale (on SQLite, which cannot lock the query's rows): a document
+            # claimed since then stays with its runner and out of the chunk.
+            taken = set(session.scalars(
+                update(Document)
+                .where(Document.id.in_(chunk), stale)
+                .values(task_id=task_id, updated_at=utcnow())
+                .returning(Document.id)
+                .execution_options(synchronize_session=False)
+            ))  # fmt: skip
+            if kept := [doc_id for doc_id in chunk if doc_id in taken]:
+                resends.append(Resend(batch, task_id, kept))
     return resends
