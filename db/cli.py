@@ -82,7 +82,9 @@ def list_command(
     label: str | None = typer.Option(None, help="Only this predicted label."),
     min_confidence: float | None = typer.Option(None, help="Only at least this probability."),
     status: str | None = typer.Option(None, help=f"One of: {', '.join(queries.STATUSES)}."),
-    method: str = typer.Option("lig", help="Attribution method."),
+    method: str | None = typer.Option(
+        None, help="Attribution method (default: lig where a document has it, else its first)."
+    ),
     order: str = typer.Option("id", help=f"One of: {', '.join(queries.ORDERS)}."),
     limit: int = typer.Option(50, help=f"At most {queries.MAX_LIMIT}."),
     offset: int = typer.Option(0, help="Skip this many first."),

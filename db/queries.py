@@ -75,17 +75,25 @@ def list_documents(
     label: str | None = None,
     min_confidence: float | None = None,
     status: str | None = None,
-    method: str = "lig",
+    method: str | None = None,
     limit: int = 50,
     offset: int = 0,
     order: str = "id",
 ) -> list[DocumentRow]:
-    """Documents with their ``method`` explanation, left-joined because a pending or
-    failed document has none; one row per explanation if several models explained it."""
+    """Documents with their ``method`` explanation (by default lig where the document has
+    it, else the first it has), left-joined because a pending or failed document has
+    none; one row per explanation if several models explained it."""
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r}; known: {', '.join(ORDERS)}")
     explanation = aliased(Explanation)
-    on = (explanation.document_id == Document.id) & (explanation.method == method)
+    chosen = method if method is not None else (
+        select(Explanation.method)
+        .where(Explanation.document_id == Document.id)
+        .order_by(Explanation.method != "lig", Explanation.id)
+        .limit(1)
+        .scalar_subquery()
+    )  # fmt: skip
+    on = (explanation.document_id == Document.id) & (explanation.method == chosen)
     query = (
         select(Document, explanation)
         .outerjoin(explanation, on)

@@ -13,13 +13,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import delete, event
 from typer.testing import CliRunner
 
 from db.cli import app
 from db.engine import get_engine, migrate, session_scope
-from db.models import Batch, Document, Status
+from db.models import Batch, Document, Explanation, Status
 from db.quality import METRICS
+from db.queries import top_words
 from db.settings import get_settings
 from db.store import (
     agreement_rows,
@@ -281,3 +282,17 @@ def test_methods_lists_what_a_batch_can_ask_for():
     assert listing["methods"][0] == "lig" and "occlusion" in listing["methods"]
     assert "n_samples" in listing["params"] and "kernel_shap" in listing["params"]["n_samples"]
     assert "--param window=" in run("methods").stdout
+
+
+def test_list_shows_a_document_explained_without_lig(filled):
+    """By default, each document's lig row, or its first row where it has no lig (a
+    batch run with --method saliency, say); --method picks one."""
+    with session_scope(filled.url) as session:
+        session.execute(delete(Explanation).where(
+            Explanation.document_id == filled.ids["b"], Explanation.method == "lig"))  # fmt: skip
+    rows = {row["external_id"]: row for row in run_json("list", "--batch", filled.batch)}
+    assert rows["b"]["label"] == "negative"  # from its attention row, the first it has
+    assert rows["b"]["top_tokens"] == top_words(TOKENS["b"], scores("b", "attention"))
+    assert rows["a"]["top_tokens"] == top_words(TOKENS["a"], scores("a", "lig"))
+    only_lig = {row["external_id"]: row for row in run_json("list", "--method", "lig")}
+    assert only_lig["b"]["label"] is None and only_lig["a"]["label"] == "positive"
