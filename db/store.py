@@ -106,9 +106,10 @@ class Claimed(NamedTuple):
     attempts: int
 
 
-def _owned_by(task_id: str) -> ColumnElement[bool]:
+def _owned_by(task_id: str | None) -> ColumnElement[bool]:
     """RUNNING documents the task owns (it claimed them, or a sweep handed them to it), or
-    that no task owns (claimed before owners were recorded)."""
+    that no task owns (claimed before owners were recorded, or by a task called directly,
+    without an id)."""
     return and_(
         Document.status == Status.RUNNING,
         or_(Document.task_id.is_(None), Document.task_id == task_id),
@@ -120,7 +121,7 @@ def claim(
     document_ids: Iterable[int],
     max_attempts: int,
     *,
-    task_id: str,
+    task_id: str | None,
     allowance: int = 0,
 ) -> list[Claimed]:
     """Marks the chunk's documents that ``task_id`` may run RUNNING, makes it their owner
@@ -166,7 +167,7 @@ def claim(
     return sorted(Claimed(*row) for row in claimed)
 
 
-def owned_running(session: Session, document_ids: Iterable[int], task_id: str) -> int:
+def owned_running(session: Session, document_ids: Iterable[int], task_id: str | None) -> int:
     """How many of the chunk's documents the task already holds RUNNING: it is a
     redelivery, and its worker died, perhaps because of one of them."""
     owned = select(func.count()).select_from(Document)
@@ -272,7 +273,7 @@ def finish(session: Session, document_ids: Iterable[int]) -> None:
     )
 
 
-def fail(session: Session, document_id: int, error: str, task_id: str) -> None:
+def fail(session: Session, document_id: int, error: str, task_id: str | None) -> None:
     """FAILED with the reason, if the task still owns the document: a superseded run that
     fails late must not fail a document that its new owner runs or has finished."""
     session.execute(
