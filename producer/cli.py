@@ -179,10 +179,11 @@ def status_command(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Print how many documents of BATCH are done, failed and pending."""
-    current = counts(settings_or_exit().sqlalchemy_url, batch)
-    if not sum(current.values()):
-        err.print(f"[red]error:[/] no documents for batch {batch}")
-        raise typer.Exit(1)
+    try:
+        current = counts(settings_or_exit().sqlalchemy_url, batch)
+    except UnknownBatch as error:
+        err.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
     pending = current[Status.PENDING] + current[Status.RUNNING]
     view = {
         "done": current[Status.DONE],

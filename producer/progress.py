@@ -21,8 +21,12 @@ class UnknownBatch(LookupError):
 
 
 def counts(url: str, batch_id: str) -> dict[Status, int]:
+    """Documents of the batch per status; ``UnknownBatch`` if it has none."""
     with session_scope(url) as session:
-        return status_counts(session, batch_id)
+        current = status_counts(session, batch_id)
+    if not sum(current.values()):
+        raise UnknownBatch(f"no documents for batch {batch_id}")
+    return current
 
 
 def wait(
@@ -48,10 +52,7 @@ def wait(
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, transient=False) as progress:
-        current = counts(url, batch_id)
-        total = sum(current.values())
-        if not total:
-            raise UnknownBatch(f"no documents for batch {batch_id}")
+        total = sum(counts(url, batch_id).values())
         task = progress.add_task("explaining", total=total, done=0, failed=0, pending=total)
         while True:
             current = counts(url, batch_id)
