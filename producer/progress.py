@@ -51,8 +51,8 @@ def wait(
         ),
         TimeElapsedColumn(),
     )
+    total = sum(counts(url, batch_id).values())
     with Progress(*columns, console=console, transient=False) as progress:
-        total = sum(counts(url, batch_id).values())
         task = progress.add_task("explaining", total=total, done=0, failed=0, pending=total)
         while True:
             current = counts(url, batch_id)
