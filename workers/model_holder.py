@@ -36,12 +36,16 @@ def pick_device() -> str:
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
-def describe_device(device: str) -> str:
+def describe_device(device: str, autocast: bool = False) -> str:
+    """What an explanation row records as its device, precision included: the model's
+    row describes the first worker that loaded it, not every one."""
     if device.startswith("cuda"):
         import torch
 
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", "all")
-        return f"{device} {torch.cuda.get_device_name(device)} (CUDA_VISIBLE_DEVICES={visible})"
+        name = torch.cuda.get_device_name(device)
+        precision = ", bf16 autocast" if autocast else ""
+        return f"{device} {name} (CUDA_VISIBLE_DEVICES={visible}){precision}"
     return "cpu"
 
 

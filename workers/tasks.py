@@ -129,7 +129,8 @@ def _run(job: Job, document_ids: list[int], settings: Settings, request: Context
     with heartbeat(url, [doc_id for doc_id, _ in docs], settings.stale_after):
         outcomes = _explain(loaded, texts, job.methods, job.params, settings)
     saved = Results()
-    meta = {"worker": worker_name(request.hostname), "device": describe_device(loaded.device)}
+    device = describe_device(loaded.device, loaded.classifier.autocast)
+    meta = {"worker": worker_name(request.hostname), "device": device}
     for (doc_id, _), outcome in zip(docs, outcomes, strict=True):
         if not isinstance(outcome, str) and (problem := _non_finite(outcome)):
             outcome = problem
