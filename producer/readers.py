@@ -2,21 +2,28 @@
 
 Every line becomes either a ``Record`` or a ``Rejected`` that names the line, the field
 and the reason; a bad line never stops the good ones. Problems with the file as a whole
-(missing, unreadable, a CSV without a ``text`` column) raise ``InputError``.
+(missing, a directory, unreadable, not UTF-8 text, no documents at all, a CSV without a
+``text`` column) raise one ``InputError`` that names the file.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
+import stat
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 CSV_SUFFIXES = {".csv"}
+SNIFF_BYTES = 8192  # how much of the file decides whether it is UTF-8 text at all
+MAX_BAD_UTF8 = 0.3  # share of undecodable bytes in the sniff above which it is not UTF-8
+ACCEPTED = "explainq reads UTF-8 JSONL, CSV or plain text"
 
 
 class InputError(Exception):
@@ -54,28 +61,108 @@ def detect_format(path: Path) -> str:
 def read_documents(
     path: Path, max_bytes: int, fmt: str | None = None
 ) -> Iterator[Record | Rejected]:
-    """Yields a verdict for every non-blank line (or CSV row) of ``path``."""
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
+    """Yields a verdict for every non-blank line (or CSV row) of ``path``.
+
+    Raises ``InputError`` (naming the file) instead of yielding anything when the file as a
+    whole is unusable, including when it has no lines at all: an empty batch is a mistake.
+    A file whose every line is rejected still yields those rejections, to be printed.
+    """
     parsers = {"jsonl": _jsonl, "csv": _csv, "text": _text}
     fmt = fmt or detect_format(path)
     if fmt not in parsers:
         raise InputError(f"--format {fmt}: expected one of {', '.join(parsers)}")
-    parse = parsers[fmt]
-    validator = _Validator(max_bytes)
     try:
-        # surrogateescape keeps undecodable bytes as lone surrogates, so one bad line
-        # is reported and skipped instead of aborting the whole file. utf-8-sig drops a
-        # leading byte order mark (Notepad, Excel's "CSV UTF-8"), which would otherwise
-        # make the first JSON line invalid and hide a CSV's first column name.
-        with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
-            for item in parse(handle):
-                yield item if isinstance(item, Rejected) else validator.check(*item)
+        yield from _read(path, parsers[fmt], _Validator(max_bytes))
+    except InputError as error:
+        raise InputError(f"{path}: {error}") from error.__cause__
+    except PermissionError as error:
+        raise InputError(f"{path}: permission denied (this user cannot read it)") from error
     except OSError as error:
         raise InputError(f"{path}: {error.strerror or error}") from error
 
 
+def _read(path: Path, parse: Parser, validator: _Validator) -> Iterator[Record | Rejected]:
+    """Raises reasons without the path, which ``read_documents`` puts in front once."""
+    _check_regular_file(path)
+    with path.open("rb") as raw:
+        # Only the sniff sample is read up front; the lines themselves stream.
+        sample = raw.read(SNIFF_BYTES)
+        _check_text(sample, whole=len(sample) < SNIFF_BYTES)
+        raw.seek(0)
+        # surrogateescape keeps undecodable bytes as lone surrogates, so one bad line
+        # is reported and skipped instead of aborting the whole file. utf-8-sig drops a
+        # leading byte order mark (Notepad, Excel's "CSV UTF-8"), which would otherwise
+        # make the first JSON line invalid and hide a CSV's first column name.
+        handle = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        verdicts = 0
+        for item in parse(handle):
+            verdicts += 1
+            yield item if isinstance(item, Rejected) else validator.check(*item)
+    if not verdicts:
+        only = "a CSV header" if parse is _csv else "blank lines"
+        raise InputError(f"no documents (only {only})")
+
+
+def _check_regular_file(path: Path) -> None:
+    """``stat`` rather than ``is_file``: it tells missing, directory and forbidden apart."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError("no such file") from None
+    if stat.S_ISDIR(mode):
+        raise InputError("is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise InputError("not a regular file (a pipe or device?): save the input to a file")
+
+
+def _check_text(sample: bytes, whole: bool) -> None:
+    """Refuses, from its first bytes, a file that is not UTF-8 text at all (a binary, a
+    UTF-16 export, a legacy encoding), so that it is not read as hundreds of junk lines."""
+    if not sample.removeprefix(codecs.BOM_UTF8):
+        raise InputError("no documents (the file is empty)")
+    wide = _wide_encoding(sample)
+    if wide:
+        raise InputError(
+            f"not UTF-8 but {wide} text; {ACCEPTED}: convert it first "
+            f"(e.g. iconv -f {wide} -t UTF-8 < in > out)"
+        )
+    if b"\x00" in sample:
+        raise InputError(f"not a text file (NUL bytes in the first 8 KiB); {ACCEPTED}")
+    # An incremental decoder leaves a character cut by the end of the sample undecided.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+    bad = sum(_has_bad_utf8(ch) for ch in decoder.decode(sample, final=whole))
+    if bad > MAX_BAD_UTF8 * len(sample):
+        raise InputError(
+            f"not UTF-8 text ({100 * bad // len(sample)}% of the bytes in the first 8 KiB are "
+            f"not valid UTF-8); {ACCEPTED}"
+        )
+
+
+def _wide_encoding(sample: bytes) -> str | None:
+    """UTF-16 or UTF-32 by byte order mark, or UTF-16 without one (NULs between ASCII
+    letters), if the sample then decodes to printable text, as a binary's does not."""
+    utf32_bom = sample.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE))
+    if utf32_bom and _decodes_to_text(sample, "utf-32"):
+        return "UTF-32"
+    utf16_bom = sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    if utf16_bom and _decodes_to_text(sample, "utf-16"):
+        return "UTF-16"
+    if b"\x00" in sample and any(_decodes_to_text(sample, e) for e in ("utf-16-le", "utf-16-be")):
+        return "UTF-16"
+    return None
+
+
+def _decodes_to_text(sample: bytes, encoding: str) -> bool:
+    try:  # incremental: a character cut by the end of the sample is left undecided
+        text = codecs.getincrementaldecoder(encoding)().decode(sample, final=False)
+    except UnicodeDecodeError:
+        return False
+    printable = sum(ch.isprintable() or ch in "\t\r\n" for ch in text)
+    return bool(text) and printable >= 0.95 * len(text)
+
+
 Candidate = tuple[int, Any, Any, dict[str, Any]]  # line, id, text, metadata
+Parser = Callable[[Iterable[str]], Iterator[Candidate | Rejected]]
 
 
 def _jsonl(lines: Iterable[str]) -> Iterator[Candidate | Rejected]:
@@ -110,10 +197,12 @@ def _refuse_constant(name: str) -> Any:
 def _csv(lines: Iterable[str]) -> Iterator[Candidate | Rejected]:
     csv.field_size_limit(sys.maxsize)  # the size cap is ours to enforce, with a clear error
     reader = csv.reader(lines)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise InputError("empty CSV file (a header with a 'text' column is required)") from None
+    header: list[str] = []
+    while not header:  # csv gives blank lines as empty rows
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise InputError("no documents (only blank lines)") from None
     if "text" not in header:
         raise InputError(f"CSV header has no 'text' column (columns: {', '.join(header)})")
     start = reader.line_num + 1
@@ -152,6 +241,7 @@ def _text(lines: Iterable[str]) -> Iterator[Candidate | Rejected]:
 
 
 def _has_bad_utf8(text: str) -> bool:
+    """Whether ``text`` holds a byte that surrogateescape kept because it was not UTF-8."""
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
