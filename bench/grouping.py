@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import typer
 
 from bench.common import baseline_loop
-from db.settings import Settings, resolve_model
+from contract.model_path import resolve_model
+from contract.settings import Settings
 from workers.engine import Classifier, explain
 from workers.engine.explain import ExecutionOptions
 from workers.rt_data import load_sentences, split

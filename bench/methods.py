@@ -30,7 +30,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from db.settings import Settings, resolve_model
+from contract.model_path import resolve_model
+from contract.settings import Settings
 from workers.engine import METHODS, Classifier, explain
 from workers.rt_data import load_sentences, split
 

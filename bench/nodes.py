@@ -26,7 +26,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.throughput import documents
-from db.settings import Settings, resolve_model
+from contract.model_path import resolve_model
+from contract.settings import Settings
 from workers.engine import Classifier, explain
 from workers.engine.methods.lig import node_density
 

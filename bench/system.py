@@ -14,9 +14,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from db.engine import migrate, session_scope
+from contract.settings import Settings
 from db.models import Document, Explanation
-from db.settings import Settings
+from db.session import migrate, session_scope
 from producer.embedded_redis import EmbeddedRedis
 from producer.progress import counts
 from producer.submit import broker_app, submit

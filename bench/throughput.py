@@ -42,7 +42,8 @@ from rich.table import Table
 
 from bench.common import Attributed, baseline_loop, engine_run, min_cosine
 from bench.memory import PeakRSS
-from db.settings import Settings, resolve_model
+from contract.model_path import resolve_model
+from contract.settings import Settings
 from workers.engine import Classifier
 from workers.engine.methods.lig import node_density
 from workers.rt_data import load_sentences, split

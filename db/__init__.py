@@ -1,3 +1,4 @@
-"""Database layer of explainq: models, migrations, queries and the ``results`` CLI.
+"""The data layer of explainq: the tables, sessions, migrations, writes and reads.
 
-It imports neither the producer nor the workers."""
+It imports nothing above it: neither the producer, the workers nor the read side (only
+the torch-free ``contract``)."""

@@ -151,7 +151,6 @@ class Explanation(Base):
         Float, doc="|convergence_delta| / |f(x) - f(baseline)|: the completeness check."
     )
     steps: Mapped[int | None] = mapped_column(Integer, doc="Integration steps actually taken.")
-    truncated: Mapped[bool] = mapped_column(default=False)
     worker: Mapped[str] = mapped_column(String(255))
     device: Mapped[str] = mapped_column(String(64))
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict, doc="Seconds per stage.")
@@ -164,6 +163,11 @@ class Explanation(Base):
     )
     windows: Mapped[int] = mapped_column(
         Integer, default=1, server_default="1", doc="Overlapping windows the text was cut into."
+    )
+    execution: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True),
+        doc="Settings of the run that change stored numbers: max_tokens, window_stride "
+        "(part of the identity of a windowed document's rows) and quality.",
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

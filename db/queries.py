@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,15 +24,6 @@ MAX_LIMIT = 10_000
 STREAM_ROWS = 500
 ORDERS = ("id", "confidence", "-confidence", "label", "status")
 STATUSES = tuple(status.value.lower() for status in Status)
-EXPLANATION_FIELDS = (
-    "method", "params", "label", "confidence", "probabilities", "tokens", "attributions",
-    "convergence_delta", "relative_gap", "steps", "truncated", "worker", "device", "timings",
-    "quality", "extra", "windows",
-)  # fmt: skip
-EXPORT_FIELDS = (
-    "batch_id", "document_id", "text", "metadata", "status", "error",
-    "model", "model_path", "model_sha256", *EXPLANATION_FIELDS, "created_at",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -68,6 +59,28 @@ def parse_status(status: str) -> Status:
     return Status(status.upper())
 
 
+def require_batch(session: Session, batch: str | None) -> None:
+    """A LookupError naming the most recent batches when ``batch`` is not one: an empty
+    table would pass for a batch with nothing in it."""
+    if batch is None or session.get(Batch, batch) is not None:
+        return
+    recent = session.scalars(select(Batch.id).order_by(Batch.created_at.desc()).limit(5)).all()
+    known = f"; recent: {', '.join(recent)} (`results batches`)" if recent else "; none yet"
+    raise LookupError(f"no batch {batch!r}{known}")
+
+
+def require_label(session: Session, label: str | None) -> None:
+    """A LookupError listing the labels of every model when ``label`` is none of them
+    (labels are case-sensitive: "Positive" is not "positive")."""
+    if label is None:
+        return
+    known = sorted(
+        {str(name) for labels in session.scalars(select(Model.labels)) for name in labels}
+    )
+    if known and label not in known:
+        raise LookupError(f"unknown label {label!r}; known: {', '.join(known)}")
+
+
 def list_documents(
     session: Session,
     *,
@@ -85,6 +98,8 @@ def list_documents(
     none; one row per explanation if several models explained it."""
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r}; known: {', '.join(ORDERS)}")
+    require_batch(session, batch)
+    require_label(session, label)
     explanation = aliased(Explanation)
     chosen = method if method is not None else (
         select(Explanation.method)
@@ -179,6 +194,8 @@ def top_tokens(
     """The words that push documents toward ``label``, over a batch or everything: mean
     attribution per occurrence, in one streaming pass (a corpus need not fit in memory;
     only the per-word totals do)."""
+    require_batch(session, batch)
+    require_label(session, label)
     query = select(Explanation.tokens, Explanation.attributions).where(
         Explanation.label == label, Explanation.method == method
     )
@@ -189,7 +206,7 @@ def top_tokens(
     total: defaultdict[str, float] = defaultdict(float)
     occurrences: Counter[str] = Counter()
     documents: Counter[str] = Counter()
-    for tokens, scores in _stream(session, query):
+    for tokens, scores in stream(session, query):
         words = [(word.lower(), score) for word, score in merge_wordpieces(tokens, scores)]
         for word, score in words:
             total[word] += score
@@ -201,53 +218,10 @@ def top_tokens(
         for word, count in documents.items()
         if count >= min_count
     ]  # fmt: skip
+    # "toward the label": a word whose mean pushes against it is not listed at all
+    rows = [row for row in rows if row["mean_attribution"] > 0]
     rows.sort(key=lambda row: (-row["mean_attribution"], row["token"]))
     return rows[: max(0, min(limit, MAX_LIMIT))]
-
-
-def export_rows(
-    session: Session, *, batch: str | None = None, method: str | None = None
-) -> Iterator[dict[str, Any]]:
-    """One record per explanation, then one per FAILED document (which has none, so its
-    explanation fields are null), keyed by ``EXPORT_FIELDS``; streamed."""
-    explained = select(Explanation, Document, Model).join(Document).join(Model)
-    explained = explained.order_by(Explanation.id)
-    failed = select(Document).where(Document.status == Status.FAILED).order_by(Document.id)
-    if batch:
-        explained = explained.where(Document.batch_id == batch)
-        failed = failed.where(Document.batch_id == batch)
-    if method:
-        explained = explained.where(Explanation.method == method)
-    for exp, doc, model in _stream(session, explained):
-        yield export_record(doc, exp, model)
-    for (doc,) in _stream(session, failed):
-        yield export_record(doc, None, None)
-
-
-def document_records(session: Session, document: Document) -> list[dict[str, Any]]:
-    """A document's export records: one per explanation, or one bare record (any status)."""
-    query = select(Explanation, Model).join(Model).where(Explanation.document_id == document.id)
-    explained = session.execute(query.order_by(Explanation.id))
-    records = [export_record(document, exp, model) for exp, model in explained]
-    return records or [export_record(document, None, None)]
-
-
-def export_record(doc: Document, exp: Explanation | None, model: Model | None) -> dict[str, Any]:
-    """The flat, JSON-ready record of one explanation (or of a document without one)."""
-    record = dict.fromkeys(EXPORT_FIELDS)
-    record.update(
-        batch_id=doc.batch_id,
-        document_id=doc.external_id,
-        text=doc.text,
-        metadata=doc.meta,
-        status="done" if exp else doc.status.value.lower(),
-        error=doc.error,
-        created_at=_iso(exp.created_at if exp else doc.updated_at),
-    )
-    if exp and model:
-        record.update(model=model.name, model_path=model.path, model_sha256=model.sha256)
-        record.update({key: getattr(exp, key) for key in EXPLANATION_FIELDS})
-    return record
 
 
 def batch_summaries(session: Session, limit: int = 20) -> list[dict[str, Any]]:
@@ -265,18 +239,18 @@ def batch_summaries(session: Session, limit: int = 20) -> list[dict[str, Any]]:
         counts = {(b, Status(s).value.lower()): n for b, s, n in rows}
     fields = ("source", "model", "methods", "submitted", "rejected")
     return [
-        {"batch_id": b.id, "created_at": _iso(b.created_at), **{f: getattr(b, f) for f in fields},
+        {"batch_id": b.id, "created_at": iso(b.created_at), **{f: getattr(b, f) for f in fields},
          **{status: counts.get((b.id, status), 0) for status in STATUSES}}
         for b in batches
     ]  # fmt: skip
 
 
-def _stream(session: Session, query: Select[Any]) -> Result[Any]:
+def stream(session: Session, query: Select[Any]) -> Result[Any]:
     # The yield_per execution option is what makes the ORM build objects in chunks and
     # the driver use a server-side cursor; Result.yield_per alone only sets the fetch size.
     return session.execute(query.execution_options(yield_per=STREAM_ROWS)).yield_per(STREAM_ROWS)
 
 
-def _iso(moment: datetime) -> str:
+def iso(moment: datetime) -> str:
     # SQLite hands back naive datetimes; they were written in UTC.
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()

@@ -4,34 +4,56 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
-from db.engine import session_scope
-from db.models import Status
-from db.params import TUNABLE, check_caps, parse_params
-from db.settings import (
-    METHODS,
-    Settings,
-    methods_problem,
-    settings_or_exit,
-    stride_problems,
-)
-from db.store import hand_over
-from producer.progress import UnknownBatch, WaitTimeout, counts, wait
-from producer.readers import InputError
-from producer.submit import NotSent, broker_app, resend, submit
+from contract.methods import METHODS, describe_params, methods_problem, split_methods
+
+if TYPE_CHECKING:
+    from contract.settings import Settings
 
 EXIT_REJECTED = 3  # some input lines were rejected; the accepted ones were submitted
 EXIT_FAILED = 4  # with --wait: some documents ended FAILED
 EXIT_UNFINISHED = 5  # registered, but not sent, or (with --wait) not finished in time
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+# Plain help: the rich layout shows a "<bool>" value after every flag, which takes none.
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 err = Console(stderr=True)
+
+
+def _error(message: str, code: int = 1) -> typer.Exit:
+    # Text, not markup: messages carry the user's paths, ids and values.
+    err.print(Text.assemble(("error: ", "red"), message), soft_wrap=True)
+    return typer.Exit(code)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+@contextmanager
+def _database() -> Iterator[None]:
+    """Database errors as one line on stderr and exit status 1, never a traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from db.errors import one_line
+
+    try:
+        yield
+    except SQLAlchemyError as error:
+        raise _error(one_line(error)) from None
+
+
+def _settings() -> Settings:
+    from contract.settings import settings_or_exit
+
+    return settings_or_exit()
 
 
 @app.command("submit")
@@ -49,7 +71,7 @@ def submit_command(
         None, help="Integration steps, or 'auto' for adaptive [EXPLAINQ_N_STEPS]."
     ),
     param: list[str] = typer.Option(
-        [], help=f"A method parameter as key=value, repeatable: {', '.join(TUNABLE)}."
+        [], help=f"A method parameter as key=value, repeatable: {', '.join(describe_params())}."
     ),
     window_stride: int | None = typer.Option(
         None, min=1, help="Tokens between windows of a long text [EXPLAINQ_WINDOW_STRIDE]."
@@ -72,38 +94,32 @@ def submit_command(
     were submitted); 4 with --wait, some documents failed; 5 the batch is registered but
     its tasks could not be sent, or with --wait it did not finish within --timeout.
     """
-    settings = settings_or_exit()
-    chosen = method or [settings.method]
-    methods = list(dict.fromkeys(m.strip() for text in chosen for m in text.split(",")))
-    methods = [m for m in methods if m]
+    from producer.params import batch_params
+    from producer.readers import InputError
+    from producer.submit import NothingAccepted, NotSent, check_model, submit
+
+    settings = _settings()
+    methods = split_methods(method or [settings.method])
     if problem := methods_problem(methods):
-        err.print(f"error: {problem}")
-        raise typer.Exit(1)
+        raise _error(problem)
     try:
-        params = batch_params(settings, n_steps, param, window_stride, chunk_size)
-    except ValueError as error:
-        err.print(Text.assemble(("error: ", "red"), str(error)))
-        raise typer.Exit(1) from None
+        params = batch_params(settings, methods, n_steps, param, window_stride, chunk_size)
+        check_model(model or settings.model, settings)
+    except (ValueError, FileNotFoundError) as error:
+        raise _error(str(error)) from None
     unsent: NotSent | None = None
     try:
-        result = submit(
-            path,
-            settings,
-            model=model,
-            methods=methods,
-            params=params,
-            chunk_size=chunk_size,
-            fmt=fmt,
-        )
+        with _database():
+            result = submit(path, settings, model=model, methods=methods, params=params,
+                            chunk_size=chunk_size, fmt=fmt)  # fmt: skip
     except InputError as error:
-        err.print(f"[red]error:[/] {error}")
-        raise typer.Exit(1) from None
+        raise _error(str(error)) from None
+    except NothingAccepted as error:
+        _print_rejections(error.rejected, path)
+        raise _error(str(error)) from None
     except NotSent as error:
         result, unsent = error.submission, error
-    for rejection in result.rejected:
-        # Text, not markup: ids and reasons come from the user's file.
-        # soft_wrap: one line per rejection, whatever the width (CI logs are not terminals)
-        err.print(Text.assemble(("rejected ", "yellow"), rejection.describe(path)), soft_wrap=True)
+    _print_rejections(result.rejected, path)
     if unsent:
         err.print(Text.assemble(("error: ", "red"), str(unsent)), soft_wrap=True)
         err.print(
@@ -113,64 +129,63 @@ def submit_command(
         )
     else:
         err.print(
-            f"batch {result.batch_id}: {result.accepted} documents accepted, "
-            f"{len(result.rejected)} rejected, {result.chunks} tasks enqueued"
+            f"batch {result.batch_id}: {plural(result.accepted, 'document')} accepted, "
+            f"{len(result.rejected)} rejected, {plural(result.chunks, 'task')} enqueued",
+            soft_wrap=True,
         )
-    final, timed_out = {}, False
-    if wait_ and result.accepted and not unsent:
-        try:
-            final = wait(settings.sqlalchemy_url, result.batch_id, timeout=timeout)
-        except WaitTimeout as error:
-            err.print(
-                f"[red]timeout:[/] {error}; follow it with `producer status {result.batch_id}`"
-            )
-            timed_out = True
+    final: dict[str, int] = {}
+    timed_out = False
+    if wait_ and not unsent:
+        final, timed_out = _follow(settings, result.batch_id, timeout)
     if as_json:
         summary = {
             "batch_id": result.batch_id,
             "accepted": result.accepted,
             "rejected": [r.__dict__ for r in result.rejected],
             "tasks": result.chunks,
-            **({"status": {s.value.lower(): n for s, n in final.items()}} if final else {}),
+            **({"status": final} if final else {}),
         }
         typer.echo(json.dumps(summary))
     else:
         typer.echo(result.batch_id)
     if unsent or timed_out:
         raise typer.Exit(EXIT_UNFINISHED)
-    if final.get(Status.FAILED):
+    if final.get("failed"):
         raise typer.Exit(EXIT_FAILED)
     if result.rejected:
         raise typer.Exit(EXIT_REJECTED)
 
 
-def batch_params(
-    settings: Settings,
-    n_steps: str | None,
-    pairs: list[str],
-    window_stride: int | None,
-    chunk_size: int | None,
-) -> dict[str, Any]:
-    """The batch's parameters: the settings' n_steps, then --param, then --n-steps; a
-    ValueError names the bad value, or the EXPLAINQ_MAX_* setting it is over."""
-    params: dict[str, Any] = {"n_steps": settings.n_steps, **parse_params(pairs, settings)}
-    if n_steps is not None:
-        try:
-            params["n_steps"] = TUNABLE["n_steps"][0](n_steps)
-        except ValueError:
-            raise ValueError(f"--n-steps must be 1 or more, or 'auto'; not {n_steps!r}") from None
-    adaptive_only = sorted({"tolerance", "max_steps"} & set(params))
-    if adaptive_only and str(params["n_steps"]) != "auto":
-        raise ValueError(
-            f"--param {', '.join(adaptive_only)} applies to adaptive steps only "
-            f"(--n-steps auto), not to n_steps={params['n_steps']}"
-        )
-    if window_stride is not None:
-        params["window_stride"] = window_stride
-    check_caps({**params, **({"chunk_size": chunk_size} if chunk_size else {})}, settings)
-    if problems := stride_problems(settings, window_stride):
-        raise ValueError(problems[0])
-    return params
+def _print_rejections(rejected: list[Any], path: Path) -> None:
+    for rejection in rejected:
+        # soft_wrap: one line per rejection, whatever the width (CI logs are not terminals)
+        err.print(Text.assemble(("rejected ", "yellow"), rejection.describe(path)), soft_wrap=True)
+
+
+def _follow(
+    settings: Settings, batch_id: str, timeout: float | None
+) -> tuple[dict[str, int], bool]:
+    """Waits with a progress bar; prints why documents failed, grouped. Returns the final
+    counts by status name and whether it timed out."""
+    from db.batches import failure_reasons
+    from db.models import Status
+    from db.session import session_scope
+    from producer.progress import WaitTimeout, wait
+
+    try:
+        with _database():
+            final = wait(settings.sqlalchemy_url, batch_id, timeout=timeout)
+    except WaitTimeout as error:
+        err.print(f"[red]timeout:[/] {error}; follow it with `producer status {batch_id}`")
+        return {}, True
+    if final_failed := final[Status.FAILED]:
+        with _database(), session_scope(settings.sqlalchemy_url) as session:
+            reasons = failure_reasons(session, batch_id)
+        err.print(f"{plural(final_failed, 'document')} failed:", soft_wrap=True)
+        for reason, count in reasons:
+            err.print(Text(f"  {count}: {reason}"), soft_wrap=True)
+        err.print(f"details: `results list --batch {batch_id} --status failed`", soft_wrap=True)
+    return {status.value.lower(): count for status, count in final.items()}, False
 
 
 @app.command("status")
@@ -179,11 +194,14 @@ def status_command(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Print how many documents of BATCH are done, failed and pending."""
+    from db.models import Status
+    from producer.progress import UnknownBatch, counts
+
     try:
-        current = counts(settings_or_exit().sqlalchemy_url, batch)
+        with _database():
+            current = counts(_settings().sqlalchemy_url, batch)
     except UnknownBatch as error:
-        err.print(f"[red]error:[/] {error}")
-        raise typer.Exit(1) from None
+        raise _error(str(error)) from None
     pending = current[Status.PENDING] + current[Status.RUNNING]
     view = {
         "done": current[Status.DONE],
@@ -212,15 +230,15 @@ def wait_command(
     Exit status: 0 all done; 1 no such batch; 4 some documents failed; 5 not finished
     within --timeout.
     """
+    from producer.progress import UnknownBatch
+
     try:
-        final = wait(settings_or_exit().sqlalchemy_url, batch, timeout=timeout)
+        final, timed_out = _follow(_settings(), batch, timeout)
     except UnknownBatch as error:
-        err.print(f"[red]error:[/] {error}")
-        raise typer.Exit(1) from None
-    except WaitTimeout as error:
-        err.print(f"[red]timeout:[/] {error}")
-        raise typer.Exit(EXIT_UNFINISHED) from None
-    if final[Status.FAILED]:
+        raise _error(str(error)) from None
+    if timed_out:
+        raise typer.Exit(EXIT_UNFINISHED)
+    if final["failed"]:
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -235,34 +253,38 @@ def resume_command(
 
     Exit status: 0 sent, or nothing to send; 5 the broker could not be reached.
     """
-    settings = settings_or_exit()
+    from db.ownership import hand_over
+    from db.session import session_scope
+    from producer.submit import broker_app, resend
+
+    settings = _settings()
     age = settings.stale_after if stale_after is None else stale_after
     broker = broker_app(settings)
     try:  # before anything changes in the database
         with broker.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1)
     except Exception as error:
-        problem = f"broker unreachable, nothing re-sent: {error}"
-        err.print(Text.assemble(("error: ", "red"), problem), soft_wrap=True)
-        raise typer.Exit(EXIT_UNFINISHED) from None
-    with session_scope(settings.sqlalchemy_url) as session:
+        raise _error(f"broker unreachable, nothing re-sent: {error}", EXIT_UNFINISHED) from None
+    with _database(), session_scope(settings.sqlalchemy_url) as session:
         resends = hand_over(session, batch, age, settings.chunk_size)
     try:
         resend(broker, resends)
     except Exception as error:  # the broker went away meanwhile: the next sweep sends them
-        problem = (
+        raise _error(
             f"sending failed: {error}; run this again once the broker is back, or the "
-            "sweeper re-sends them after EXPLAINQ_STALE_AFTER"
-        )
-        err.print(Text.assemble(("error: ", "red"), problem), soft_wrap=True)
-        raise typer.Exit(EXIT_UNFINISHED) from None
+            "sweeper re-sends them after EXPLAINQ_STALE_AFTER",
+            EXIT_UNFINISHED,
+        ) from None
     by_batch: Counter[str] = Counter()
     tasks: Counter[str] = Counter()
     for chunk in resends:
         by_batch[chunk.batch_id] += len(chunk.document_ids)
         tasks[chunk.batch_id] += 1
     for batch_id, documents in by_batch.items():
-        err.print(f"batch {batch_id}: {documents} documents re-enqueued in {tasks[batch_id]} tasks")
+        err.print(
+            f"batch {batch_id}: {plural(documents, 'document')} re-enqueued in "
+            f"{plural(tasks[batch_id], 'task')}"
+        )
     if not resends:
         err.print("nothing to resume")
 

@@ -20,12 +20,14 @@ import typer
 from rich.console import Console
 from sqlalchemy.engine import make_url
 
-from db import queries, render
-from db.engine import migrate, session_scope
-from db.settings import DEFAULT_MODEL, Settings, resolve_model, settings_or_exit
+from contract.model_path import DEFAULT_MODEL, resolve_model
+from contract.settings import Settings, settings_or_exit
+from db import queries
+from db.session import migrate, session_scope
 from producer.embedded_redis import EmbeddedRedis
 from producer.progress import wait
 from producer.submit import broker_app, submit
+from results import render
 
 console = Console()
 SAMPLE_NAME = "demo_sample.jsonl"
@@ -139,9 +141,10 @@ def show_results(url: str, batch_id: str) -> None:
         f"results list --batch {batch_id}",
         f"results show {best.external_id if best else '<document>'} --batch {batch_id}",
         "results top-tokens --label positive --min-count 1",
-        f"results export --format jsonl --batch {batch_id} -o demo.jsonl",
+        f"results export --format jsonl --batch {batch_id} -o /tmp/explainq-demo.jsonl",
     ):
-        console.print(f"  .venv/bin/{command}", highlight=False)
+        # Never wrapped, whatever the terminal's width: these are meant to be copied.
+        console.print(f"  .venv/bin/{command}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from db.engine import session_scope
+from db.batches import status_counts
 from db.models import Status
-from db.store import status_counts
+from db.session import session_scope
 
 
 class WaitTimeout(Exception):

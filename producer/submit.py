@@ -9,9 +9,13 @@ from typing import Any
 
 from celery import Celery
 
-from db.engine import session_scope
-from db.settings import EXPLAIN_TASK, Settings
-from db.store import NewDocument, RejectedLine, Resend, create_batch, length_chunks
+from contract.methods import split_methods
+from contract.model_path import resolve_model
+from contract.settings import Settings
+from contract.tasks import EXPLAIN_TASK, ChunkMessage, celery_config
+from db.batches import NewDocument, RejectedLine, create_batch
+from db.ownership import Resend, length_chunks
+from db.session import session_scope
 from producer.readers import Record, Rejected, read_documents
 
 
@@ -23,14 +27,35 @@ class Submission:
     chunks: int
 
 
+class NothingAccepted(ValueError):
+    """Every line of the file was rejected: nothing is registered."""
+
+    def __init__(self, path: Path, rejected: list[Rejected]) -> None:
+        super().__init__(
+            f"{path}: nothing submitted: all {len(rejected)} lines were rejected (above)"
+        )
+        self.rejected = rejected
+
+
+def check_model(spec: str, settings: Settings) -> None:
+    """Refuses, before anything is registered, a model that this machine can see is not
+    a checkpoint: a directory without config.json, or one that is found nowhere. Where
+    only the workers hold the models, EXPLAINQ_CHECK_MODEL=false leaves it to them."""
+    if not settings.check_model:
+        return
+    path = resolve_model(spec, settings)  # FileNotFoundError names where it looked
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model {spec!r}: {path} has no config.json (not a checkpoint)")
+
+
 class NotSent(Exception):
     """The batch is registered (its documents PENDING in the database) but sending its
     tasks failed: the sweeper or `producer resume` sends them later."""
 
     def __init__(self, submission: Submission, error: Exception) -> None:
         super().__init__(
-            f"batch {submission.batch_id}: {submission.accepted} documents registered, "
-            f"not sent: {error}"
+            f"batch {submission.batch_id}: {submission.accepted} "
+            f"document{'' if submission.accepted == 1 else 's'} registered, not sent: {error}"
         )
         self.submission = submission
 
@@ -38,7 +63,7 @@ class NotSent(Exception):
 def broker_app(settings: Settings) -> Celery:
     """A Celery app that only sends: same settings as the workers, none of their code."""
     app = Celery("explainq-producer")
-    app.conf.update(settings.celery_config())
+    app.conf.update(celery_config(settings))
     return app
 
 
@@ -62,12 +87,14 @@ def submit(
     for item in read_documents(path, settings.max_document_bytes, fmt):
         (rejected if isinstance(item, Rejected) else records).append(item)
 
+    if not records:
+        raise NothingAccepted(path, rejected)
     with session_scope(settings.sqlalchemy_url) as session:
         batch_id, lengths = create_batch(
             session,
             source=str(path.resolve()),
             model=model or settings.model,
-            methods=list(methods or settings.method.split(",")),  # validated by Settings
+            methods=list(methods or split_methods([settings.method])),  # validated by Settings
             params=params if params is not None else {"n_steps": settings.n_steps},
             documents=[NewDocument(r.external_id, r.line, r.text, r.meta) for r in records],
             rejections=[RejectedLine(r.line, r.field, r.reason) for r in rejected],
@@ -85,7 +112,9 @@ def enqueue(app: Celery, batch_id: str, lengths: list[tuple[int, int]], chunk_si
     chunks = length_chunks(lengths, chunk_size)
     with app.producer_or_acquire() as producer:
         for chunk in chunks:
-            app.send_task(EXPLAIN_TASK, args=[batch_id, chunk], producer=producer)
+            app.send_task(
+                EXPLAIN_TASK, args=ChunkMessage(batch_id, chunk).args(), producer=producer
+            )
     return len(chunks)
 
 
@@ -94,5 +123,6 @@ def resend(app: Celery, resends: Sequence[Resend]) -> None:
     its documents."""
     with app.producer_or_acquire() as producer:
         for chunk in resends:
-            app.send_task(EXPLAIN_TASK, args=[chunk.batch_id, chunk.document_ids],
-                          task_id=chunk.task_id, producer=producer)  # fmt: skip
+            message = ChunkMessage(chunk.batch_id, chunk.document_ids)
+            app.send_task(EXPLAIN_TASK, args=message.args(), task_id=chunk.task_id,
+                          producer=producer)  # fmt: skip

@@ -8,6 +8,7 @@ output or crash it with a markup error.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Group
@@ -100,12 +101,20 @@ def top_tokens_table(rows: Sequence[Mapping[str, Any]], label: str | None = None
     for row in rows:
         table.add_row(
             Text(row["token"]),
-            f"{row['mean_attribution']:+.4f}",
-            f"{row['total_attribution']:+.4f}",
+            significant(row["mean_attribution"]),
+            significant(row["total_attribution"]),
             str(row["documents"]),
             str(row["occurrences"]),
         )
+    if not rows:
+        table.caption = "no word has a positive mean attribution toward it"
     return table
+
+
+def significant(value: float) -> str:
+    """Three significant digits with a sign, whatever the scale: a small model's scores
+    of 1e-5 stay readable instead of printing +0.0000."""
+    return f"{value:+.3g}"
 
 
 def details_table(fields: Mapping[str, Any]) -> Table:
@@ -117,24 +126,28 @@ def details_table(fields: Mapping[str, Any]) -> Table:
 
 
 def batches_table(rows: Sequence[Mapping[str, Any]]) -> Table:
-    """``results batches``: recent batches with their counts. The batch id is never cut
-    (it is what ``--batch`` takes) and the counts fit in 80 columns; the source gives way."""
+    """``results batches``: recent batches with their counts, and under each its model,
+    methods and input file. The batch id is never cut (it is what ``--batch`` takes) and
+    everything fits in 80 columns; the second line gives way at its end."""
     table = Table(
         title="batches", title_justify="left", caption_justify="left", box=None,
         padding=(0, 1, 0, 0), show_edge=False,
         caption="left: pending or running; rej.: rejected input lines",
     )  # fmt: skip
-    table.add_column("batch", no_wrap=True, min_width=36)
+    table.add_column("batch · model · methods · input", no_wrap=True, width=36,
+                     overflow="ellipsis")  # fmt: skip
     table.add_column("created", no_wrap=True)
     for header in ("docs", "rej.", "done", "fail", "left"):
         table.add_column(header, justify="right", no_wrap=True)
-    table.add_column("source", overflow="ellipsis")  # wrapable: shrinks first
     for row in rows:
         counts = (row["submitted"], row["rejected"], row["done"], row["failed"])
         table.add_row(
             row["batch_id"],
             str(row["created_at"])[:16].replace("T", " "),
             *map(str, (*counts, row["pending"] + row["running"])),
-            Text(row["source"]),
         )
+        about = (
+            f"{Path(row['model']).name} · {','.join(row['methods'])} · {Path(row['source']).name}"
+        )
+        table.add_row(Text(f"  {about}", style="dim"), end_section=True)
     return table

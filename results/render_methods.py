@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from db.quality import METRICS
-from db.render import shade
 from db.words import merge_columns
+from results import render, views
+from results.render import shade
 
 SHORT = {
     "comprehensiveness": "comp.",
@@ -141,3 +143,38 @@ def _mean_std(figure: Mapping[str, float | None]) -> str:
 
 def _percent(share: float | None) -> str:
     return "-" if share is None else f"{share:.0%}"
+
+
+def print_document(
+    out: Console,
+    internal_id: int,
+    records: list[dict[str, Any]],
+    agreement: dict[tuple[str, str], float | None],
+    *,
+    words: bool,
+) -> None:
+    """``results show``: per model, the heatmap of the first method, the methods side by
+    side, their faithfulness and agreement, and the provenance."""
+    heading = f"document {internal_id} · your id {records[0]['document_id']}"
+    if records[0]["tokens"] is None:
+        record = records[0]
+        error = f": {record['error']}" if record["error"] else ""
+        out.print(Text(f"{heading} · {record['status']}{error}"), soft_wrap=True)
+        return
+    for group in views.by_model(records):
+        first = group[0]
+        title = f"{heading} · {', '.join(r['method'] for r in group)}"
+        out.print(
+            render.heatmap(
+                first["tokens"], first["attributions"], first["label"],
+                first["probabilities"], title=f"{title} (shading: {first['method']})",
+            )
+        )  # fmt: skip
+        if len(group) > 1:
+            columns = {r["method"]: r["attributions"] for r in group}
+            out.print(side_by_side(first["tokens"], columns, words=words))
+        if len(group) > 1 or first["quality"]:
+            out.print(methods_table(group))
+        if agreement:
+            out.print(agreement_table(agreement))
+        out.print(render.details_table(views.provenance(first, several=len(group) > 1)))

@@ -64,7 +64,6 @@ def provenance(record: dict[str, Any], several: bool = False) -> dict[str, Any]:
             if delta is None
             else f"{delta:.3g}" + ("" if gap is None else f" (relative {gap:.2g})")
         )
-    fields.update(truncated=record["truncated"])
     windows = record.get("windows") or 1
     if windows > 1:
         fields["windows"] = f"{windows} overlapping (prediction: mean of their logits)"

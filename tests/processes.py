@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from db.settings import Settings
+from contract.settings import Settings
 from producer.submit import broker_app
 
 BIN = Path(sys.executable).parent

@@ -17,7 +17,7 @@ import pytest
 import typer
 import yaml
 
-from db.settings import Settings
+from contract.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -264,8 +264,8 @@ def test_the_commands_exist_in_the_project():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["producer"] == "producer.cli:main"
     assert scripts["results"] == "db.cli:main"
-    from db.cli import app as results_app
     from producer.cli import app as producer_app
+    from results.cli import app as results_app
 
     results = typer.main.get_command(results_app)
     producer = typer.main.get_command(producer_app)

@@ -10,10 +10,11 @@ from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.concurrency.solo import TaskPool as SoloPool
 from celery.signals import worker_init
 
-from db.settings import get_settings
+from contract.settings import get_settings
+from contract.tasks import celery_config
 
 app = Celery("explainq")
-app.conf.update(get_settings().celery_config())
+app.conf.update(celery_config(get_settings()))
 app.conf.include = ["workers.tasks"]
 
 

@@ -15,8 +15,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from db.engine import session_scope
-from db.store import touch_running
+from db.ownership import touch_running
+from db.session import session_scope
 
 log = logging.getLogger(__name__)
 MIN_INTERVAL = 0.1  # seconds: a tiny EXPLAINQ_STALE_AFTER must not spin the database

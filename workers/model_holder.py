@@ -7,14 +7,17 @@ registers it in the database and keeps it until a batch asks for another one.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 
-from db.engine import session_scope
-from db.settings import Settings, resolve_model
-from db.store import register_model
+from contract.model_path import resolve_model
+from contract.settings import Settings
+from db.session import session_scope
+from db.writes import register_model
 
 
 @dataclass
@@ -25,6 +28,7 @@ class LoadedModel:
     device: str
 
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _current: LoadedModel | None = None
 
@@ -53,6 +57,8 @@ def get_model(spec: str, settings: Settings) -> LoadedModel:
     global _current
     with _lock:
         if _current is None or _current.spec != spec:
+            if _current is not None:
+                log.warning("switching model: %r is dropped for %r", _current.spec, spec)
             _current = None  # free the old model before loading the next
             _current = _load(spec, settings)
         return _current
@@ -61,6 +67,7 @@ def get_model(spec: str, settings: Settings) -> LoadedModel:
 def _load(spec: str, settings: Settings) -> LoadedModel:
     from workers.engine import Classifier
 
+    started = time.perf_counter()
     device = pick_device()
     path = resolve_model(spec, settings)
     classifier = Classifier.load(path, device=device)
@@ -73,6 +80,11 @@ def _load(spec: str, settings: Settings) -> LoadedModel:
             labels=classifier.labels,
             info=classifier.info,
         )
+    log.info(
+        "model %s loaded from %s on %s in %.1f s (sha256 %s, labels %s)",
+        classifier.name, classifier.path, describe_device(device, classifier.autocast),
+        time.perf_counter() - started, classifier.sha256[:12], ", ".join(classifier.labels),
+    )  # fmt: skip
     return LoadedModel(spec=spec, classifier=classifier, model_id=model_id, device=device)
 
 

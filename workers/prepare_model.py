@@ -25,7 +25,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from db.settings import DEFAULT_MODEL, settings_or_exit
+from contract.model_path import DEFAULT_MODEL
+from contract.settings import settings_or_exit
 from workers.rt_data import LABELS, Sentence, load_sentences, split, write_demo_sample
 
 if TYPE_CHECKING:

@@ -4,9 +4,9 @@
 from alembic import context
 from sqlalchemy import Connection
 
-from db.engine import get_engine
+from contract.settings import Settings
 from db.models import Base
-from db.settings import Settings
+from db.session import get_engine
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or Settings().sqlalchemy_url

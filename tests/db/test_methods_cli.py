@@ -16,20 +16,14 @@ import pytest
 from sqlalchemy import delete, event
 from typer.testing import CliRunner
 
-from db.cli import app
-from db.engine import get_engine, migrate, session_scope
+from contract.settings import get_settings
 from db.models import Batch, Document, Explanation, Status
 from db.quality import METRICS
 from db.queries import top_words
-from db.settings import get_settings
-from db.store import (
-    agreement_rows,
-    params_key,
-    register_model,
-    save_agreements,
-    save_explanations,
-    save_representations,
-)
+from db.records import AgreementRecord, ExplanationRecord, RepresentationRecord
+from db.session import get_engine, migrate, session_scope
+from db.writes import register_model, save_agreements, save_explanations, save_representations
+from results.cli import app
 
 runner = CliRunner()
 METHODS = ("attention", "lig", "saliency")
@@ -101,22 +95,22 @@ def filled(fresh_database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator
         for doc, tokens in TOKENS.items():
             label, confidence = LABELS[doc]
             save_explanations(session, [
-                {"document_id": ids[doc], "model_id": model_id, "method": method,
-                 "params_key": params_key(method, {}), "params": {"p": method},
-                 "label": label, "confidence": confidence,
-                 "probabilities": {label: confidence}, "tokens": tokens,
-                 "attributions": scores(doc, method), "convergence_delta": None,
-                 "relative_gap": None, "steps": None, "truncated": False, "worker": "w",
-                 "device": "cpu", "timings": {"seconds": 0.01},
-                 "quality": quality(doc, method), "windows": 1,
-                 "extra": {"cls_attention": [[0.5] * len(tokens)]}
-                 if method == "attention" else None}
+                ExplanationRecord(
+                    document_id=ids[doc], model_id=model_id, method=method,
+                    params={"p": method}, label=label, confidence=confidence,
+                    probabilities={label: confidence}, tokens=tokens,
+                    attributions=scores(doc, method), worker="w", device="cpu",
+                    timings={"seconds": 0.01}, quality=quality(doc, method),
+                    extra={"cls_attention": [[0.5] * len(tokens)]}
+                    if method == "attention" else None,
+                )
                 for method in METHODS
             ])  # fmt: skip
-            pairs = {f"{a}|{b}": spearman(doc, a, b) for a in METHODS for b in METHODS if a < b}
-            save_agreements(session, agreement_rows(ids[doc], model_id, pairs))
-            vector = {"document_id": ids[doc], "model_id": model_id, "vector": VECTORS[doc]}
-            save_representations(session, [vector])
+            save_agreements(session, [
+                AgreementRecord(ids[doc], model_id, (a, b), spearman(doc, a, b))
+                for a in METHODS for b in METHODS if a < b
+            ])  # fmt: skip
+            save_representations(session, [RepresentationRecord(ids[doc], model_id, VECTORS[doc])])
     yield Filled(url, main, other, ids)
     get_settings.cache_clear()
 
@@ -179,7 +173,9 @@ def test_quality_table_and_filters(filled):
     for text in ("faithfulness per method", "lig", "saliency", "attention ~ lig", "beats random"):
         assert text in table.stdout, text
     assert run_json("quality", "--model", "nope") == {"methods": [], "agreement": []}
-    assert run_json("quality", "--batch", str(uuid.uuid4()))["methods"] == []
+    unknown = run("quality", "--batch", missing := str(uuid.uuid4()), "--json")
+    assert unknown.exit_code == 1  # an empty summary would pass for a batch without rows
+    assert unknown.stderr.startswith(f"error: no batch '{missing}'; recent: ")
 
 
 def test_show_puts_methods_side_by_side_with_quality_and_agreement(filled):
@@ -247,7 +243,10 @@ def test_top_tokens_per_method_match_brute_force(filled):
                 documents[word].add(doc)
         rows = run_json("top-tokens", "--label", "positive", "--method", method,
                         "--batch", filled.batch, "--min-count", "1", "--limit", "50")  # fmt: skip
-        assert {r["token"] for r in rows} == set(totals)
+        # toward the label: words whose mean pushes against it are not listed
+        assert {r["token"] for r in rows} == {
+            w for w, v in totals.items() if statistics.fmean(v) > 0
+        }
         for row in rows:
             values = totals[row["token"]]
             assert row["mean_attribution"] == pytest.approx(statistics.fmean(values))

@@ -5,10 +5,10 @@ from __future__ import annotations
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 
-from db.engine import alembic_config, get_engine, migrate
-from db.models import Base
+from db.models import Base, Explanation
+from db.session import alembic_config, get_engine, migrate, session_scope
 
 
 def test_migrations_create_exactly_the_models_schema(database_url):
@@ -65,6 +65,26 @@ def test_0002_keeps_existing_explanations_and_downgrades_to_0001(fresh_database_
     assert not {"quality", "extra", "windows"} & columns
     with get_engine(url).connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM explanations")).scalar() == 1
+
+
+def test_0004_retires_truncated_keeping_old_rows_facts_and_downgrades(fresh_database_url):
+    url = fresh_database_url
+    migrate(url, "0001")
+    with get_engine(url).begin() as connection:
+        for statement in ROWS_0001:
+            connection.execute(text(statement))
+        connection.execute(text(ROWS_0001[-1].replace("'lig'", "'saliency'").replace(
+            "'[]', false", "'[]', true")))  # fmt: skip
+    migrate(url)
+    columns = {c["name"] for c in inspect(get_engine(url)).get_columns("explanations")}
+    assert "truncated" not in columns and "execution" in columns
+    with session_scope(url) as session:
+        kept = {e.method: e.execution for e in session.scalars(select(Explanation))}
+    assert kept == {"lig": None, "saliency": {"truncated": True}}
+    command.downgrade(alembic_config(url), "0003")
+    with get_engine(url).connect() as connection:
+        rows = connection.execute(text("SELECT method, truncated FROM explanations")).all()
+    assert {method: bool(flag) for method, flag in rows} == {"lig": False, "saliency": True}
 
 
 def test_sqlite_foreign_keys_are_back_on_after_migrating(tmp_path):

@@ -11,21 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import func, select, update
 
-from db.engine import migrate, session_scope
 from db.models import Agreement, Batch, Document, Explanation, Representation, Status
-from db.store import (
-    agreement_rows,
-    claim,
-    fail,
-    finish,
-    hand_over,
-    owned_running,
-    params_key,
-    register_model,
-    save_agreements,
-    save_explanations,
-    save_representations,
-)
+from db.ownership import claim, fail, finish, hand_over, owned_running
+from db.records import AgreementRecord, ExplanationRecord, RepresentationRecord
+from db.session import migrate, session_scope
+from db.writes import register_model, save_agreements, save_explanations, save_representations
 
 QUALITY = {"comprehensiveness": 0.4, "sufficiency": 0.1, "random_comprehensiveness": 0.2,
            "random_sufficiency": 0.3}  # fmt: skip
@@ -45,15 +35,12 @@ def ids(fresh_database_url: str) -> tuple[str, int, int]:
         return fresh_database_url, document.id, model_id
 
 
-def row(document_id: int, model_id: int, method: str, **extra) -> dict:
-    return {
-        "document_id": document_id, "model_id": model_id, "method": method,
-        "params_key": params_key(method, {}), "params": {}, "label": "pos", "confidence": 0.9,
-        "probabilities": {"pos": 0.9, "neg": 0.1}, "tokens": ["[CLS]", "a", "[SEP]"],
-        "attributions": [0.0, 1.0, 0.0], "convergence_delta": None, "relative_gap": None,
-        "steps": None, "truncated": False, "worker": "w", "device": "cpu", "timings": {},
-        "quality": None, "extra": None, "windows": 1, **extra,
-    }  # fmt: skip
+def row(document_id: int, model_id: int, method: str, **extra) -> ExplanationRecord:
+    return ExplanationRecord(
+        document_id=document_id, model_id=model_id, method=method, params={}, label="pos",
+        confidence=0.9, probabilities={"pos": 0.9, "neg": 0.1}, tokens=["[CLS]", "a", "[SEP]"],
+        attributions=[0.0, 1.0, 0.0], worker="w", device="cpu", **extra,
+    )  # fmt: skip
 
 
 def save_all(url: str, doc: int, model: int) -> tuple[int, int, int]:
@@ -63,13 +50,14 @@ def save_all(url: str, doc: int, model: int) -> tuple[int, int, int]:
             extra={"cls_attention": [[0.5, 0.25, 0.25], [0.2, 0.6, 0.2]]}),
         row(doc, model, "saliency"),
     ]  # fmt: skip
-    vectors = [{"document_id": doc, "model_id": model, "vector": [3.0, 4.0]}]
-    agreement = {"lig|saliency": 0.5, "saliency|attention": math.nan}
+    vectors = [RepresentationRecord(doc, model, [3.0, 4.0])]
+    agreement = {("lig", "saliency"): 0.5, ("saliency", "attention"): math.nan}
+    pairs = [AgreementRecord(doc, model, pair, rho) for pair, rho in agreement.items()]
     with session_scope(url) as session:
         return (
             save_explanations(session, explanations),
             save_representations(session, vectors),
-            save_agreements(session, agreement_rows(doc, model, agreement)),
+            save_agreements(session, pairs),
         )
 
 
@@ -105,7 +93,7 @@ def test_saving_again_writes_nothing(ids):
 def test_a_vector_with_nan_is_left_out(ids):
     url, doc, model = ids
     with session_scope(url) as session:
-        vector = {"document_id": doc, "model_id": model, "vector": [1.0, math.inf]}
+        vector = RepresentationRecord(doc, model, [1.0, math.inf])
         assert save_representations(session, [vector]) == 0
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from db.engine import migrate
+from db.session import migrate
 from tests.conftest import empty_database
 from tests.processes import Deployment, explainq_env
 from tests.services import postgres_available

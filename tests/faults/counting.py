@@ -10,8 +10,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from db.engine import session_scope
 from db.models import Document, Explanation, Status
+from db.session import session_scope
 from tests.processes import Deployment
 
 REPORT = os.environ.get("EXPLAINQ_FAULT_REPORT")  # where to append the figures (JSONL)

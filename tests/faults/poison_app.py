@@ -5,13 +5,13 @@ driver would; a text that contains BROKEN makes the engine raise, as a bug would
 import os
 import signal
 
+import workers.chunk
 import workers.engine
-import workers.tasks
 from workers import app
 
 POISON_PILL = "POISON-PILL"
 BROKEN = "BROKEN-DOCUMENT"
-_explain = workers.tasks._explain
+_explain = workers.chunk.explain_texts
 _engine_explain = workers.engine.explain
 
 
@@ -27,6 +27,6 @@ def _explain_or_die(loaded, texts, *args, **kwargs):
     return _explain(loaded, texts, *args, **kwargs)
 
 
-workers.tasks._explain = _explain_or_die
+workers.chunk.explain_texts = _explain_or_die
 workers.engine.explain = _engine_explain_or_raise
 __all__ = ["app"]

@@ -8,9 +8,9 @@ import time
 import pytest
 from sqlalchemy import select
 
-from db.engine import session_scope
+from contract.tasks import EXPLAIN_TASK
 from db.models import Document, Status
-from db.settings import EXPLAIN_TASK
+from db.session import session_scope
 from producer.submit import broker_app
 from tests.faults.counting import accounting, drain, record, submit, wait_for
 from tests.faults.poison_app import BROKEN, POISON_PILL
@@ -79,7 +79,7 @@ def test_a_document_the_engine_fails_on_is_failed_and_its_chunk_completes(deploy
 def test_the_periodic_sweeper_sends_documents_that_were_never_enqueued(deployment, write):
     """Documents registered but never sent (as if Redis lost the messages) are found by
     the sweeper that celery beat runs inside the worker (-B), and finish."""
-    from db.store import NewDocument, create_batch
+    from db.batches import NewDocument, create_batch
 
     with session_scope(deployment.url) as session:
         batch_id, _ = create_batch(

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 
 import pytest
 
-from db.settings import SWEEP_TASK
+from contract.tasks import SWEEP_TASK
 from tests.processes import Deployment, running_flower
 from tests.test_deploy import argv
 

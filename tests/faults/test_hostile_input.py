@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
-from db.engine import session_scope
 from db.models import Document, Explanation, Rejection, Status
+from db.session import session_scope
 from tests.faults.counting import accounting, assert_complete, drain, record
 from tests.processes import BIN, Deployment
 

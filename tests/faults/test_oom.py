@@ -11,8 +11,8 @@ import time
 import pytest
 from sqlalchemy import select
 
-from db.engine import session_scope
 from db.models import Document, Explanation
+from db.session import session_scope
 from tests.faults.counting import accounting, assert_complete, database_kind, drain, record
 from tests.faults.counting import submit as submit_file
 from tests.processes import Deployment

@@ -9,10 +9,10 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from db.engine import session_scope
+from contract.tasks import EXPLAIN_TASK
+from db.batches import NewDocument, create_batch
 from db.models import Document, Status
-from db.settings import EXPLAIN_TASK
-from db.store import NewDocument, create_batch
+from db.session import session_scope
 from producer.embedded_redis import EmbeddedRedis
 from producer.submit import broker_app
 

@@ -9,8 +9,8 @@ import time
 import pytest
 from sqlalchemy import select
 
-from db.engine import session_scope
 from db.models import Document, Status
+from db.session import session_scope
 from tests.faults.counting import accounting, assert_complete, drain, record, submit
 from tests.faults.sticky_app import STICKY
 from workers.fatal import is_sticky_cuda_error

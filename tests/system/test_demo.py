@@ -9,8 +9,8 @@ import sys
 import pytest
 from sqlalchemy import func, select
 
-from db.engine import session_scope
 from db.models import Document, Explanation, Status
+from db.session import session_scope
 from tests.processes import explainq_env
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from db.settings import EXPLAIN_TASK
+from contract.tasks import EXPLAIN_TASK
 from tests.processes import running_flower
 
 pytestmark = pytest.mark.slow

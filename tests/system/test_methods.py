@@ -7,132 +7,45 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, update
 
-from db.engine import session_scope
+from contract.tasks import EXPLAIN_TASK
 from db.models import Agreement, Batch, Document, Explanation, Representation, Status
 from db.quality import METRICS
-from db.settings import EXPLAIN_TASK
+from db.records import params_key
+from db.session import session_scope
 from producer.submit import broker_app
-from tests.processes import BIN, explainq_env
-
-BLOCKED = ("torch", "transformers", "captum", "workers")
-
-
-@pytest.fixture
-def no_torch_env(tmp_path: Path) -> dict[str, str]:
-    """An environment whose PYTHONPATH shadows the heavy packages with ones that refuse
-    to import, and whose database is a SQLite file nobody else uses."""
-    for name in BLOCKED:
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "__init__.py").write_text(
-            f"raise ImportError('{name} is blocked in this test')\n"
-        )
-    env = explainq_env(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'x.db'}")
-    return {**env, "PYTHONPATH": str(tmp_path)}
-
-
-def submit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "producer"), "submit", "/dev/null", *args],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("args", "env", "expected"),
-    [
-        (("--method", "lig,nope"), {}, "unknown method nope; known: lig, saliency"),
-        (("--method", "lig", "--method", "typo"), {}, "unknown method typo"),
-        (("--n-steps", "5000"), {}, "--n-steps 5000 is over the limit EXPLAINQ_MAX_STEPS=1024"),
-        (("--n-steps", "64"), {"EXPLAINQ_MAX_STEPS": "32"}, "EXPLAINQ_MAX_STEPS=32"),
-        (("--param", "max_steps=2048"), {}, "EXPLAINQ_MAX_STEPS=1024"),
-        (("--param", "n_samples=100000"), {}, "EXPLAINQ_MAX_SAMPLES=4096"),
-        (("--chunk-size", "2000"), {}, "EXPLAINQ_MAX_CHUNK_SIZE=1024"),
-        (("--param", "n_samples=1"), {}, "n_samples=1: must be at least 2"),
-        (("--n-steps", "50", "--param", "tolerance=0.05"), {}, "adaptive steps only"),
-        (("--param", f"seed={2**64}"), {}, "must be between 0 and 2**63 - 1"),
-        (("--param", "colour=red"), {}, "expected key=value with a key of: n_steps"),
-        ((), {"EXPLAINQ_N_STEPS": "5000"}, "EXPLAINQ_N_STEPS=5000 is over the limit"),
-        ((), {"EXPLAINQ_INTERNAL_BATCH_SIZE": "9999"}, "EXPLAINQ_MAX_INTERNAL_BATCH_SIZE=4096"),
-        (("--window-stride", "600"), {}, "--window-stride 600 is over the limit EXPLAINQ_MAX"),
-        ((), {"EXPLAINQ_WINDOW_STRIDE": "511"}, "EXPLAINQ_MAX_TOKENS-2=510"),
-    ],
-)
-def test_producer_refuses_without_torch(no_torch_env, args, env, expected):
-    done = submit({**no_torch_env, **env}, *args)
-    assert done.returncode == 1 and done.stdout == ""
-    assert expected in " ".join(done.stderr.split()), done.stderr  # rich may wrap
-    assert "Traceback" not in done.stderr
-
-
-COMMANDS = [("producer", "status", "b"), ("producer", "wait", "b"), ("producer", "resume"),
-            ("results", "list"), ("results", "migrate")]  # fmt: skip
-
-
-@pytest.mark.parametrize("command", COMMANDS)
-def test_every_command_names_a_bad_setting_in_one_line(no_torch_env, command):
-    env = {**no_torch_env, "EXPLAINQ_N_STEPS": "0", "EXPLAINQ_METHOD": "lig"}
-    done = subprocess.run([str(BIN / command[0]), *command[1:]], env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
-    expected = "error: EXPLAINQ_N_STEPS: Input should be greater than or equal to 1"
-    assert done.stderr.strip() == expected
-
-
-def test_the_blocker_blocks(no_torch_env):
-    check = subprocess.run(
-        [sys.executable, "-c", "import torch"], env=no_torch_env, capture_output=True, text=True
-    )
-    assert "torch is blocked" in check.stderr
-
-
-def test_settings_methods_are_the_engines():
-    from db.settings import METHODS as ADVERTISED
-    from workers.engine.methods import METHODS
-
-    assert list(ADVERTISED) == list(METHODS)  # same names, and --help lists them alike
+from tests.processes import BIN
 
 
 def test_a_worker_caps_the_implicit_limits_of_adaptive_steps():
-    from db.settings import Settings
-    from workers.tasks import capped
+    from contract.caps import within_caps
+    from contract.settings import Settings
 
     low = Settings(max_steps=100)
-    assert capped({"n_steps": "auto"}, low) == {"n_steps": "auto", "max_steps": 100}
-    assert capped({"n_steps": "auto", "max_steps": 200}, low)["max_steps"] == 100
-    assert capped({"n_steps": "auto"}, Settings())["max_steps"] == 256  # the engine's own
-    assert capped({"n_steps": 50}, low) == {"n_steps": 50}
+    assert within_caps({"n_steps": "auto"}, ["lig"], low) == {"n_steps": "auto", "max_steps": 100}
+    assert within_caps({"n_steps": "auto"}, ["lig"], Settings()) == {"n_steps": "auto"}  # 256
+    # a value the batch spelled out is the caps' check to refuse, never lowered silently
+    assert within_caps({"n_steps": "auto", "max_steps": 200}, ["lig"], low)["max_steps"] == 200
+    assert within_caps({}, ["kernel_shap"], Settings(max_samples=50)) == {"n_samples": 50}
 
 
 def test_max_steps_below_the_first_adaptive_level_is_refused_at_submit():
-    from db.params import parse_params
-    from db.settings import FIRST_LEVEL, Settings
+    from contract.methods import FIRST_LEVEL, LIG_LEVELS, parse_pairs
+    from contract.settings import Settings
     from workers.engine.quadrature import nested_sizes
 
-    assert nested_sizes()[0] == FIRST_LEVEL == 9
+    assert nested_sizes() == LIG_LEVELS  # the generated table has the contract's levels
     with pytest.raises(ValueError, match="max_steps=8: must be at least 9"):
-        parse_params(["max_steps=8"], Settings())
-    assert parse_params(["max_steps=9"], Settings()) == {"max_steps": 9}
+        parse_pairs(["max_steps=8"])
+    assert parse_pairs(["max_steps=9"]) == {"max_steps": 9}
     # nor can a worker's cap fall below it: every adaptive document would fail
     assert Settings(max_steps=FIRST_LEVEL).max_steps == FIRST_LEVEL
     with pytest.raises(ValueError, match="max_steps"):
         Settings(max_steps=FIRST_LEVEL - 1)
-
-
-def test_every_tunable_parameter_belongs_to_some_method():
-    from db.params import TUNABLE
-    from workers.engine.methods import METHODS
-
-    known = set()
-    for module in METHODS.values():
-        known |= set(module.PARAMS) | set(getattr(module, "ADAPTIVE_PARAMS", {}))
-    assert set(TUNABLE) <= known, set(TUNABLE) - known
 
 
 TEXTS = [
@@ -236,6 +149,12 @@ def test_a_long_document_is_explained_in_windows_covering_every_token(system, wr
     with session_scope(system.url) as session:
         (doc,) = session.scalars(select(Document).where(Document.batch_id == summary["batch_id"]))
         (row,) = doc.explanations
-        assert row.windows > 1 and not row.truncated
+        assert row.windows > 1
+        # how it was cut is recorded, and part of the row's identity (it changes the numbers)
+        assert row.execution == {"max_tokens": 512, "window_stride": 200, "quality": True}
+        assert row.params_key == params_key(
+            "saliency", row.params, {"max_tokens": 512, "window_stride": 200}
+        )
+        assert row.params_key != params_key("saliency", row.params)
         assert len(row.tokens) == len(row.attributions) > 700
         assert row.tokens[0] == "[CLS]" and row.tokens[-1] == "[SEP]"

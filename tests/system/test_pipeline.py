@@ -12,9 +12,9 @@ from captum.attr import LayerIntegratedGradients
 from sqlalchemy import func, select, update
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from db.engine import session_scope
+from contract.tasks import EXPLAIN_TASK
 from db.models import Batch, Document, Explanation, Model, Rejection, Status
-from db.settings import EXPLAIN_TASK
+from db.session import session_scope
 from producer.submit import broker_app
 
 pytestmark = pytest.mark.slow
@@ -216,19 +216,46 @@ def test_a_batch_the_broker_refused_is_kept_and_resumed(system, write):
     still_down = system.producer("resume", batch_id, "--stale-after", "0", **down)
     assert still_down.returncode == 5 and "nothing re-sent" in still_down.stderr
     resumed = system.producer("resume", batch_id, "--stale-after", "0")
-    assert resumed.returncode == 0 and "3 documents re-enqueued in 1 tasks" in resumed.stderr
+    assert resumed.returncode == 0 and "3 documents re-enqueued in 1 task" in resumed.stderr
     assert system.producer("wait", batch_id, "--timeout", "120").returncode == 0
     shown = json.loads(system.producer("status", batch_id, "--json").stdout)
     assert (shown["done"], shown["total"]) == (3, 3)
 
 
-def test_a_missing_model_fails_the_documents_with_the_reason(system, write, tmp_path):
-    summary = system.submit(write("m.txt", "some text\n"), "--model", str(tmp_path / "nowhere"))
-    assert summary["returncode"] == 4  # documents failed
-    assert summary["status"]["failed"] == 1
+def test_a_model_the_producer_cannot_find_is_refused_before_anything_is_registered(
+    system, write, tmp_path
+):
     with session_scope(system.url) as session:
-        (doc,) = session.scalars(select(Document).where(Document.batch_id == summary["batch_id"]))
-        assert doc.status is Status.FAILED and "not found" in doc.error
+        before = session.scalar(select(func.count()).select_from(Batch))
+    nowhere = tmp_path / "nowhere"
+    refused = system.producer("submit", str(write("m.txt", "some text\n")), "--model", str(nowhere))
+    assert refused.returncode == 1 and not refused.stdout
+    assert refused.stderr.strip() == f"error: model '{nowhere}' not found: no directory {nowhere}"
+    empty = tmp_path / "empty-dir"
+    empty.mkdir()
+    refused = system.producer("submit", str(write("m.txt", "some text\n")), "--model", str(empty))
+    assert refused.returncode == 1 and "has no config.json (not a checkpoint)" in refused.stderr
+    with session_scope(system.url) as session:
+        assert session.scalar(select(func.count()).select_from(Batch)) == before
+
+
+def test_a_missing_model_fails_the_documents_and_wait_says_why(system, write, tmp_path):
+    """Where only the workers see the models, the workers find out: --wait prints the
+    failure reasons, grouped, and the command that lists them."""
+    system.env["EXPLAINQ_CHECK_MODEL"] = "false"
+    try:
+        nowhere = str(tmp_path / "nowhere")
+        summary = system.submit(write("m.txt", "some text\nmore\n"), "--model", nowhere)
+    finally:
+        del system.env["EXPLAINQ_CHECK_MODEL"]
+    assert summary["returncode"] == 4  # documents failed
+    assert summary["status"]["failed"] == 2
+    assert "2 documents failed:" in summary["stderr"]
+    assert f"  2: loading model '{nowhere}': model '{nowhere}' not found" in summary["stderr"]
+    assert f"results list --batch {summary['batch_id']} --status failed" in summary["stderr"]
+    with session_scope(system.url) as session:
+        docs = session.scalars(select(Document).where(Document.batch_id == summary["batch_id"]))
+        assert all(doc.status is Status.FAILED and "not found" in doc.error for doc in docs)
 
 
 def test_adaptive_steps_through_the_whole_system(system, write):

@@ -18,11 +18,6 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def classifier(tiny_model) -> Classifier:
-    return Classifier.load(tiny_model)
-
-
 def test_batched_attributions_equal_one_document_at_a_time(classifier):
     options = ExecutionOptions(internal_batch_size=16, max_docs_per_group=3)
     batched = explain(classifier, TEXTS, params={"n_steps": 16}, options=options)
@@ -214,13 +209,6 @@ def test_rows_per_pass_follow_the_cpu_token_budget(classifier):
         == CPU_TOKENS_PER_PASS // group.input_ids.shape[1]
     )
     assert not classifier.autocast  # never on the CPU
-
-
-def test_the_producer_knows_exactly_the_engines_methods():
-    from db.settings import METHODS as ADVERTISED
-    from workers.engine import METHODS
-
-    assert set(ADVERTISED) == set(METHODS)
 
 
 def test_the_baselines_logits_are_computed_once_per_distinct_baseline(loud):

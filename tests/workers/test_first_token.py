@@ -25,11 +25,6 @@ from workers.engine.encoding import Tokenized, pad_group
 TEXTS = ENGINE_TEXTS[:3]  # three lengths: padding and masks matter
 
 
-@pytest.fixture(scope="module")
-def classifier(tiny_model) -> Classifier:
-    return Classifier.load(tiny_model)
-
-
 def _padded(classifier: Classifier):
     docs = [Tokenized(classifier.tokenizer(t)["input_ids"], False) for t in TEXTS]
     return pad_group(classifier, docs, list(range(len(docs))))
@@ -62,7 +57,9 @@ def test_same_logits_and_gradients_as_the_stock_last_layer(classifier, attention
     finally:
         classifier.model.set_attn_implementation(own)
     assert torch.allclose(first[0], stock[0], atol=1e-5)
-    assert torch.allclose(first[1], stock[1], atol=1e-6)
+    # The two layers reduce in another order: the gradients (largest ~1) differ by up
+    # to ~1.2e-6, 10 float32 ulps, here; a mask or key/value slip moves them by > 1e-3.
+    assert torch.allclose(first[1], stock[1], atol=1e-5 * float(stock[1].abs().max()))
     assert stock[1].abs().sum() > 0  # a gradient that reaches the embeddings at all
 
 

@@ -8,9 +8,9 @@ import time
 import uuid
 from datetime import timedelta
 
-from db.engine import migrate, session_scope
 from db.models import Batch, Document, utcnow
-from db.store import claim, unfinished
+from db.ownership import claim, unfinished
+from db.session import migrate, session_scope
 from workers.heartbeat import heartbeat
 
 STALE_AFTER = 0.3  # seconds: beats every 0.1 s

@@ -22,11 +22,6 @@ FAST = {"n_steps": 8, "n_samples": 48}
 
 
 @pytest.fixture(scope="module")
-def classifier(tiny_model) -> Classifier:
-    return Classifier.load(tiny_model)
-
-
-@pytest.fixture(scope="module")
 def every_method(classifier):
     """All methods on all texts, several documents per padded group."""
     options = ExecutionOptions(max_docs_per_group=4, internal_batch_size=32)
@@ -162,9 +157,15 @@ def test_kernel_shap_is_seeded_and_adds_up_to_the_logit_gap(classifier, every_me
     text, batched = TEXTS[2], every_method[2].methods["kernel_shap"]
     (again,) = explain(classifier, [text], methods=["kernel_shap"], params=FAST)
     (other,) = explain(classifier, [text], methods=["kernel_shap"], params={**FAST, "seed": 1})
-    assert again.methods["kernel_shap"].attributions == pytest.approx(batched.attributions)
+    # Alone and in a batch, the model's passes reduce in another order: float32 rounding
+    # (eps 1.2e-7 on logits of order 1) moves the solved scores by a few 1e-8, as seen
+    # on AMD EPYC (3.5e-8); 1e-6 absolute leaves room while any real change is > 1e-3.
+    assert again.methods["kernel_shap"].attributions == pytest.approx(
+        batched.attributions, rel=0, abs=1e-6
+    )
     assert other.methods["kernel_shap"].attributions != again.methods["kernel_shap"].attributions
-    assert batched.params == {**METHODS["kernel_shap"].PARAMS, "n_samples": 48, "seed": 0}
+    assert batched.params == METHODS["kernel_shap"].SPEC.resolve({"n_samples": 48, "seed": 0})
+    assert batched.params["n_samples"] == 48
     gap = logit_gap(classifier, text, every_method[2].label_index)
     assert sum(batched.attributions) == pytest.approx(gap, abs=0.01 * abs(gap) + 1e-3)
     assert batched.attributions[0] == 0 and batched.attributions[-1] == 0
@@ -179,10 +180,13 @@ def test_one_token_documents_get_the_whole_gap_from_sampling_methods(classifier,
 
 def test_lime_is_seeded_and_agrees_in_sign_with_occlusion(classifier, every_method):
     (again,) = explain(classifier, [TEXTS[0]], methods=["lime"], params=FAST)
+    # As kernel_shap: alone, the samples run in passes of another size than in the
+    # batch, so float32 rounding may move the fitted scores by ~1e-8 (2e-7 relative noise
+    # on the logits moves them by 2e-8 here); another seed moves them by ~3e-2.
     assert again.methods["lime"].attributions == pytest.approx(
-        every_method[0].methods["lime"].attributions
+        every_method[0].methods["lime"].attributions, rel=0, abs=1e-6
     )
-    assert every_method[0].agreement["lime|occlusion"] > 0
+    assert every_method[0].agreement[("lime", "occlusion")] > 0
 
 
 def test_attention_rollout_and_cls_attention_map(classifier, every_method):
@@ -221,7 +225,7 @@ def test_embedding_is_the_final_cls_hidden_state(classifier, every_method):
 
 def test_agreement_covers_every_pair_of_methods(every_method):
     names = sorted(METHODS)
-    pairs = {f"{a}|{b}" for i, a in enumerate(names) for b in names[i + 1 :]}
+    pairs = {(a, b) for i, a in enumerate(names) for b in names[i + 1 :]}
     long_doc = every_method[2]
     assert set(long_doc.agreement) == pairs
     assert all(-1 <= rho <= 1 for rho in long_doc.agreement.values())

@@ -29,7 +29,7 @@ def bf16(tiny_model) -> Classifier:
     return Classifier.load(tiny_model, autocast=True)
 
 
-def test_adaptive_steps_meet_the_tolerance_under_bf16_by_falling_back_to_fp32(bf16, tiny_model):
+def test_adaptive_steps_meet_the_tolerance_under_bf16_by_falling_back_to_fp32(bf16, classifier):
     results = explain(bf16, TEXTS, params={"n_steps": "auto"}, quality=False)
     lig = [r.methods["lig"] for r in results]
     assert all(m.relative_gap <= m.params["tolerance"] for m in lig)
@@ -39,8 +39,7 @@ def test_adaptive_steps_meet_the_tolerance_under_bf16_by_falling_back_to_fp32(bf
     assert fell_back, [m.relative_gap for m in lig]
     assert bf16.autocast  # the fallback leaves the classifier as it found it
 
-    fp32 = Classifier.load(tiny_model)
-    reference = explain(fp32, TEXTS, params={"n_steps": 256}, quality=False)
+    reference = explain(classifier, TEXTS, params={"n_steps": 256}, quality=False)
     for result, ref in zip(results, reference, strict=True):
         if result.timings.get("fp32_fallback"):
             a = torch.tensor(result.methods["lig"].attributions, dtype=torch.float64)
@@ -72,9 +71,13 @@ def test_the_engine_imports_without_celery_or_the_database():
 def test_non_finite_results_are_failed_with_the_reason_not_stored(bf16):
     """NaN scores are no explanation (and PostgreSQL's JSON refuses them): the worker
     fails the document with the reason instead of losing its whole chunk."""
-    from workers.tasks import _non_finite
+    from db.records import ChunkRecords
+    from workers.encode import encode
 
+    provenance = {"worker": "w", "device": "cpu", "execution": {}}
     (result,) = explain(bf16, TEXTS[:1], params={"n_steps": 4}, quality=False)
-    assert _non_finite(result) is None
+    encode(fine := ChunkRecords(), 1, 1, result, provenance)
+    assert fine.done == [1] and not fine.failed
     result.methods["lig"].attributions[1] = float("nan")
-    assert _non_finite(result) == "non-finite values in lig"
+    encode(broken := ChunkRecords(), 1, 1, result, provenance)
+    assert broken.failed == [(1, "non-finite values in lig")] and not broken.explanations

@@ -63,11 +63,6 @@ def test_fit_finds_the_band_and_gives_up_on_a_flat_profile():
     assert fit(alphas, torch.ones_like(alphas) + 0.1 * alphas) == UNIFORM
 
 
-@pytest.fixture(scope="module")
-def classifier(tiny_model) -> Classifier:
-    return Classifier.load(tiny_model)
-
-
 TEXTS = ["a gorgeous, witty, seductive movie.", "dull and bored actors", "one of the best"]
 
 
@@ -119,13 +114,12 @@ def test_uniform_nodes_equal_captums_layer_integrated_gradients(classifier):
 
 
 def test_node_choice_is_a_batch_parameter_and_the_density_no_part_of_a_rows_identity():
-    from db.params import parse_params
-    from db.settings import Settings
-    from db.store import params_key
+    from contract.methods import parse_pairs
+    from db.records import params_key
 
-    assert parse_params(["nodes=calibrated"], Settings()) == {"nodes": "calibrated"}
+    assert parse_pairs(["nodes=calibrated"]) == {"nodes": "calibrated"}
     with pytest.raises(ValueError, match="nodes=even: must be uniform or calibrated"):
-        parse_params(["nodes=even"], Settings())
+        parse_pairs(["nodes=even"])
     params = {"n_steps": "auto", "nodes": "calibrated"}
     derived = {**params, "node_density": {"center": 0.4, "width": 0.1, "uniform": 0.4}}
     assert params_key("lig", derived) == params_key("lig", params)

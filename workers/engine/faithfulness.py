@@ -137,8 +137,8 @@ def _ranks(values: torch.Tensor) -> torch.Tensor:
     return (ends - (counts.double() - 1) / 2)[inverse]
 
 
-def agreement(scores: Mapping[str, list[float]]) -> dict[str, float]:
-    """Spearman between every pair of methods over the content tokens ("a|b", names
+def agreement(scores: Mapping[str, list[float]]) -> dict[tuple[str, str], float]:
+    """Spearman between every pair of methods over the content tokens ((a, b), names
     sorted); pairs where it is undefined (a constant side, under two tokens) are left
     out rather than stored as NaN."""
     names = sorted(scores)
@@ -147,5 +147,5 @@ def agreement(scores: Mapping[str, list[float]]) -> dict[str, float]:
         for b in names[i + 1 :]:
             rho = spearman(torch.tensor(scores[a][1:-1]), torch.tensor(scores[b][1:-1]))
             if rho is not None:
-                out[f"{a}|{b}"] = rho
+                out[(a, b)] = rho
     return out

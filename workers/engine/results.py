@@ -40,8 +40,8 @@ class DocumentExplanation:
     # the final layer's [CLS] hidden state from the prediction pass (windows: their
     # mean), for nearest-neighbour search
     embedding: list[float] | None = None
-    # "a|b" (method names sorted) -> Spearman over the content tokens (special excluded)
-    agreement: dict[str, float] = field(default_factory=dict)
+    # (a, b) (method names sorted) -> Spearman over the content tokens (special excluded)
+    agreement: dict[tuple[str, str], float] = field(default_factory=dict)
     windows: int = 1  # overlapping windows the document was explained in (1: none)
 
     @property

@@ -15,11 +15,12 @@ from typing import Any
 
 import torch
 
+from contract.methods import SPECS
 from workers.engine.classifier import Classifier
 from workers.engine.encoding import Group
 from workers.engine.methods.common import Attribution
 
-PARAMS: dict[str, Any] = {"rollout": "residual-0.5", "heads": "mean", "row": "cls"}
+SPEC = SPECS["attention"]  # name, parameters, defaults, caps: contract/methods.py
 
 
 def rollout(layers: list[torch.Tensor]) -> torch.Tensor:

@@ -10,12 +10,13 @@ from typing import Any
 
 import torch
 
+from contract.methods import SPECS
 from workers.engine.classifier import Classifier
 from workers.engine.encoding import Group
 from workers.engine.methods.common import Attribution, masked
 from workers.engine.methods.saliency import embedding_gradients
 
-PARAMS: dict[str, Any] = {"target": "predicted", "layer": "word_embeddings"}
+SPEC = SPECS["input_x_gradient"]  # name, parameters, defaults, caps: contract/methods.py
 
 
 def attribute(

@@ -13,19 +13,13 @@ from typing import Any
 import torch
 from captum.attr import KernelShap
 
+from contract.methods import SPECS
 from workers.engine.classifier import Classifier
 from workers.engine.encoding import Group
 from workers.engine.methods.common import Attribution
 from workers.engine.methods.surrogate import WeightedRidge, per_document
 
-PARAMS: dict[str, Any] = {"n_samples": 200, "seed": 0, "baseline": "pad", "target": "predicted"}
-
-
-def normalize(params: dict[str, Any]) -> dict[str, Any]:
-    n_samples = int(params["n_samples"])
-    if n_samples < 2:
-        raise ValueError(f"kernel_shap needs at least 2 samples, not {n_samples}")
-    return {**params, "n_samples": n_samples, "seed": int(params["seed"])}
+SPEC = SPECS["kernel_shap"]  # name, parameters, defaults, caps: contract/methods.py
 
 
 def attribute(

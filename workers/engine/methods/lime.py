@@ -15,32 +15,13 @@ from typing import Any
 import torch
 from captum.attr import Lime
 
+from contract.methods import SPECS
 from workers.engine.classifier import Classifier
 from workers.engine.encoding import Group
 from workers.engine.methods.common import Attribution
 from workers.engine.methods.surrogate import WeightedRidge, per_document
 
-PARAMS: dict[str, Any] = {
-    "n_samples": 200,
-    "seed": 0,
-    "kernel_width": 0.25,
-    "ridge": 1.0,
-    "baseline": "pad",
-    "target": "predicted",
-}
-
-
-def normalize(params: dict[str, Any]) -> dict[str, Any]:
-    n_samples = int(params["n_samples"])
-    if n_samples < 2:
-        raise ValueError(f"lime needs at least 2 samples, not {n_samples}")
-    return {
-        **params,
-        "n_samples": n_samples,
-        "seed": int(params["seed"]),
-        "kernel_width": float(params["kernel_width"]),
-        "ridge": float(params["ridge"]),
-    }
+SPEC = SPECS["lime"]  # name, parameters, defaults, caps: contract/methods.py
 
 
 def attribute(

@@ -15,19 +15,12 @@ from typing import Any
 import torch
 from captum.attr import Occlusion
 
+from contract.methods import SPECS
 from workers.engine.classifier import Classifier
 from workers.engine.encoding import Group, reference_ids
 from workers.engine.methods.common import Attribution, masked, with_special_tokens
 
-PARAMS: dict[str, Any] = {"window": 1, "baseline": "pad", "target": "predicted"}
-
-
-def normalize(params: dict[str, Any]) -> dict[str, Any]:
-    """Windows slide one token at a time, so every token is covered."""
-    window = int(params["window"])
-    if window < 1:
-        raise ValueError(f"occlusion window must be at least 1 token, not {window}")
-    return {**params, "window": window}
+SPEC = SPECS["occlusion"]  # name, parameters, defaults, caps: contract/methods.py
 
 
 def attribute(

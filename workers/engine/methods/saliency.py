@@ -15,18 +15,12 @@ from typing import Any
 import torch
 from captum.attr import LayerGradientXActivation
 
+from contract.methods import SPECS
 from workers.engine.classifier import Classifier
 from workers.engine.encoding import Group
 from workers.engine.methods.common import Attribution, masked
 
-PARAMS: dict[str, Any] = {"norm": "l1", "target": "predicted", "layer": "word_embeddings"}
-NORMS = ("l1", "l2")
-
-
-def normalize(params: dict[str, Any]) -> dict[str, Any]:
-    if params["norm"] not in NORMS:
-        raise ValueError(f"saliency norm must be one of {', '.join(NORMS)}, not {params['norm']!r}")
-    return params
+SPEC = SPECS["saliency"]  # name, parameters, defaults, caps: contract/methods.py
 
 
 def embedding_gradients(

@@ -1,0 +1,63 @@
+"""What travels through Redis: task names, the message of a chunk, and the Celery settings
+that the producer, the workers and Flower share verbatim.
+
+Tasks are sent by name, so the producer never imports the worker code (nor torch). A
+message carries ids only, never texts: the database is the source of truth, and Flower
+shows task arguments to its users.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from contract.settings import Settings
+
+EXPLAIN_TASK = "explainq.explain_chunk"
+SWEEP_TASK = "explainq.sweep"
+
+
+@dataclass(frozen=True)
+class ChunkMessage:
+    """The arguments of ``EXPLAIN_TASK``: a batch and some of its document ids."""
+
+    batch_id: str
+    document_ids: list[int]
+
+    def args(self) -> list[Any]:
+        return [self.batch_id, self.document_ids]
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings shared verbatim by producer, workers and Flower."""
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout,
+            # A broker that vanishes without closing the TCP connection must not hang a
+            # publish (producer, sweeper, retry) forever.
+            "socket_timeout": 30,
+            "socket_connect_timeout": 5,
+        },
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,  # a worker outlives any broker outage
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_default_queue": settings.queue,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_ignore_result": True,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Loading torch and a model takes seconds; the default 4 s kills the child.
+        "worker_proc_alive_timeout": 120,
+        "worker_hijack_root_logger": False,
+        # The sweeper: re-sends documents left unfinished longer than stale_after.
+        "beat_schedule": {
+            "explainq-sweep": {"task": SWEEP_TASK, "schedule": settings.sweep_interval}
+        },
+    }

@@ -1,0 +1,91 @@
+"""Registering a batch: the batch, its rejected lines and its documents as PENDING."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db.models import Batch, Document, Rejection, Status
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    external_id: str
+    line: int
+    text: str
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RejectedLine:
+    line: int
+    field: str | None
+    reason: str
+
+
+def create_batch(
+    session: Session,
+    *,
+    source: str,
+    model: str,
+    methods: Sequence[str],
+    params: dict[str, Any],
+    documents: Sequence[NewDocument],
+    rejections: Sequence[RejectedLine],
+) -> tuple[str, list[tuple[int, int]]]:
+    """Registers the batch and its documents as PENDING; returns the batch id and
+    (document id, text length) pairs for enqueueing."""
+    batch = Batch(
+        id=str(uuid.uuid4()),
+        source=source,
+        model=model,
+        methods=list(methods),
+        params=params,
+        submitted=len(documents),
+        rejected=len(rejections),
+    )
+    session.add(batch)
+    session.add_all(
+        Rejection(batch_id=batch.id, line=r.line, field=r.field, reason=r.reason)
+        for r in rejections
+    )
+    rows = [
+        Document(
+            batch_id=batch.id, external_id=d.external_id, line=d.line, text=d.text, meta=d.meta
+        )
+        for d in documents
+    ]
+    session.add_all(rows)
+    session.flush()
+    return batch.id, [(row.id, len(row.text)) for row in rows]
+
+
+def status_counts(session: Session, batch_id: str) -> dict[Status, int]:
+    counts = dict.fromkeys(Status, 0)
+    rows = session.execute(
+        select(Document.status, func.count())
+        .where(Document.batch_id == batch_id)
+        .group_by(Document.status)
+    )
+    for status, count in rows:
+        counts[Status(status)] = count
+    return counts
+
+
+def failure_reasons(session: Session, batch_id: str, limit: int = 5) -> list[tuple[str, int]]:
+    """The batch's FAILED documents' errors by their first line, most frequent first."""
+    rows = session.execute(
+        select(Document.error, func.count())
+        .where(Document.batch_id == batch_id, Document.status == Status.FAILED)
+        .group_by(Document.error)
+    )
+    grouped: dict[str, int] = {}
+    for error, count in rows:
+        first = ((error or "no reason recorded").strip().splitlines() or ["?"])[0]
+        grouped[first] = grouped.get(first, 0) + count
+    return sorted(grouped.items(), key=lambda item: (-item[1], item[0]))[:limit]

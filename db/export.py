@@ -1,0 +1,74 @@
+"""The export: one flat, JSON-ready record per explanation, and one per failed document
+(``results export``, ``results show --json``); streamed, so a corpus never has to fit in
+memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import Document, Explanation, Model, Status
+from db.queries import iso, require_batch, stream
+
+EXPLANATION_FIELDS = (
+    "method", "params", "label", "confidence", "probabilities", "tokens", "attributions",
+    "convergence_delta", "relative_gap", "steps", "worker", "device", "timings",
+    "quality", "extra", "windows", "execution",
+)  # fmt: skip
+# "truncated" stays in the export's schema for its readers: no row is truncated since long
+# documents are windowed; a row from before keeps it in ``execution``.
+EXPORT_FIELDS = (
+    "batch_id", "document_id", "text", "metadata", "status", "error",
+    "model", "model_path", "model_sha256", *EXPLANATION_FIELDS[:10], "truncated",
+    *EXPLANATION_FIELDS[10:], "created_at",
+)  # fmt: skip
+
+
+def export_rows(
+    session: Session, *, batch: str | None = None, method: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """One record per explanation, then one per FAILED document (which has none, so its
+    explanation fields are null), keyed by ``EXPORT_FIELDS``; streamed."""
+    require_batch(session, batch)
+    explained = select(Explanation, Document, Model).join(Document).join(Model)
+    explained = explained.order_by(Explanation.id)
+    failed = select(Document).where(Document.status == Status.FAILED).order_by(Document.id)
+    if batch:
+        explained = explained.where(Document.batch_id == batch)
+        failed = failed.where(Document.batch_id == batch)
+    if method:
+        explained = explained.where(Explanation.method == method)
+    for exp, doc, model in stream(session, explained):
+        yield export_record(doc, exp, model)
+    for (doc,) in stream(session, failed):
+        yield export_record(doc, None, None)
+
+
+def document_records(session: Session, document: Document) -> list[dict[str, Any]]:
+    """A document's export records: one per explanation, or one bare record (any status)."""
+    query = select(Explanation, Model).join(Model).where(Explanation.document_id == document.id)
+    explained = session.execute(query.order_by(Explanation.id))
+    records = [export_record(document, exp, model) for exp, model in explained]
+    return records or [export_record(document, None, None)]
+
+
+def export_record(doc: Document, exp: Explanation | None, model: Model | None) -> dict[str, Any]:
+    """The flat, JSON-ready record of one explanation (or of a document without one)."""
+    record = dict.fromkeys(EXPORT_FIELDS)
+    record.update(
+        batch_id=doc.batch_id,
+        document_id=doc.external_id,
+        text=doc.text,
+        metadata=doc.meta,
+        status="done" if exp else doc.status.value.lower(),
+        error=doc.error,
+        created_at=iso(exp.created_at if exp else doc.updated_at),
+    )
+    if exp and model:
+        record.update(model=model.name, model_path=model.path, model_sha256=model.sha256)
+        record.update({key: getattr(exp, key) for key in EXPLANATION_FIELDS})
+        record["truncated"] = bool((exp.execution or {}).get("truncated", False))
+    return record
