@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from workers.engine import Classifier, explain
-from workers.engine.encoding import pad_group, tokenize
+from workers.engine.encoding import Tokenized, pad_group, token_ids
 from workers.engine.faithfulness import bin_sizes, evaluate, random_scores, spearman
 
 DECIDER = "terrible"
@@ -69,7 +69,7 @@ def test_the_built_model_is_decided_by_one_token(decided):
 
 
 def test_the_right_explanation_beats_random_and_its_reverse(decided):
-    docs = tokenize(decided, TEXTS, 512)
+    docs = [Tokenized(ids) for ids in token_ids(decided, TEXTS)]
     group = pad_group(decided, docs, list(range(len(docs))))
     scores = {name: torch.zeros(group.input_ids.shape) for name in ("right", "reversed")}
     for row, doc in enumerate(docs):

@@ -26,7 +26,7 @@ TEXTS = ENGINE_TEXTS[:3]  # three lengths: padding and masks matter
 
 
 def _padded(classifier: Classifier):
-    docs = [Tokenized(classifier.tokenizer(t)["input_ids"], False) for t in TEXTS]
+    docs = [Tokenized(classifier.tokenizer(t)["input_ids"]) for t in TEXTS]
     return pad_group(classifier, docs, list(range(len(docs))))
 
 

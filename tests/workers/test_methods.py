@@ -8,7 +8,7 @@ import torch
 from captum.attr import FeatureAblation, InputXGradient, Saliency
 
 from workers.engine import METHODS, Classifier, ExecutionOptions, explain
-from workers.engine.encoding import pad_group, tokenize
+from workers.engine.encoding import Tokenized, pad_group, token_ids
 from workers.engine.methods import params_for
 
 TEXTS = [
@@ -64,7 +64,7 @@ def test_every_method_scores_every_token(every_method):
 
 
 def test_padding_positions_score_zero(classifier):
-    docs = tokenize(classifier, TEXTS, 512)
+    docs = [Tokenized(ids) for ids in token_ids(classifier, TEXTS)]
     group = pad_group(classifier, docs, list(range(len(docs))))
     targets = torch.zeros(len(docs), dtype=torch.long)
     for name in NEW_METHODS:

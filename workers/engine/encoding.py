@@ -12,10 +12,9 @@ from workers.engine.classifier import Classifier
 
 @dataclass(frozen=True)
 class Tokenized:
-    """One document's token ids (with special tokens), cut to the model's limit."""
+    """One document's (or window's) token ids, with special tokens."""
 
     ids: list[int]
-    truncated: bool
 
 
 @dataclass
@@ -40,20 +39,6 @@ class Group:
             lengths=[self.lengths[r] for r in picked],
             logits=None if self.logits is None else self.logits[rows],
         )
-
-
-def tokenize(classifier: Classifier, texts: Sequence[str], max_tokens: int) -> list[Tokenized]:
-    """Token ids per text; a text over the limit keeps its head and is marked truncated."""
-    limit = min(max_tokens, classifier.max_length)
-    tokenizer = classifier.tokenizer
-    encoded = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)
-    out = []
-    for ids in encoded["input_ids"]:
-        if len(ids) > limit:
-            out.append(Tokenized([*ids[: limit - 1], tokenizer.sep_token_id], truncated=True))
-        else:
-            out.append(Tokenized(list(ids), truncated=False))
-    return out
 
 
 def token_ids(classifier: Classifier, texts: Sequence[str]) -> list[list[int]]:

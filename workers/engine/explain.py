@@ -61,7 +61,7 @@ def explain(
     limit = min(options.max_tokens, classifier.max_length)
     windows = [w for doc, d in enumerate(ids) for w in split(doc, d, limit, options.window_stride)]
     tokenize_seconds = (time.perf_counter() - started) / max(len(texts), 1)
-    pieces = [Tokenized(w.ids, truncated=False) for w in windows]
+    pieces = [Tokenized(w.ids) for w in windows]
     by_doc: dict[int, list[int]] = {}
     for piece, window in enumerate(windows):
         by_doc.setdefault(window.doc, []).append(piece)
@@ -203,7 +203,6 @@ def _explain_group(run: _Run, group: Group, internal_batch_size: int) -> list[Do
                     for name, p in zip(classifier.labels, probabilities[row], strict=True)
                 },
                 tokens=classifier.tokenizer.convert_ids_to_tokens(ids),
-                truncated=False,
                 timings={"predict": predict_seconds},
                 embedding=pooled[row].cpu().tolist(),
             )

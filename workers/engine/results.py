@@ -34,7 +34,6 @@ class DocumentExplanation:
     label_index: int
     probabilities: dict[str, float]
     tokens: list[str]
-    truncated: bool
     methods: dict[str, MethodResult] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     # the final layer's [CLS] hidden state from the prediction pass (windows: their
@@ -72,7 +71,6 @@ def merge_windows(
         label_index=index,
         probabilities={name: float(p) for name, p in zip(labels, probabilities, strict=True)},
         tokens=tokens,
-        truncated=False,
         methods={
             name: _merge_method([part.methods[name] for part in parts], windows, len(tokens))
             for name in parts[0].methods

@@ -30,7 +30,7 @@ def node_density(classifier: Classifier, rows: int | None = None) -> NodeDensity
 def _calibrate(classifier: Classifier, rows: int | None) -> NodeDensity:
     """Fits the density to the integrand's normalized size on the probe sentences."""
     tokenizer = classifier.tokenizer
-    probes = [Tokenized(tokenizer(t)["input_ids"], False) for t in quadrature.PROBES]
+    probes = [Tokenized(tokenizer(t)["input_ids"]) for t in quadrature.PROBES]
     group = pad_group(classifier, probes, list(range(len(probes))))
     alphas, _ = quadrature.UNIFORM.rule(quadrature.PROFILE_STEPS)
     with full_precision(classifier, True):
