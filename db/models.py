@@ -21,7 +21,14 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from db.arrays import Float32Array, Int32Array
+
+# JSON text on SQLite, binary JSONB on PostgreSQL (smaller, and indexable with GIN).
+Json = JSON().with_variant(JSONB(), "postgresql")
+NullableJson = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 def utcnow() -> datetime:
@@ -30,8 +37,8 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {
-        dict[str, Any]: JSON,
-        list[Any]: JSON,
+        dict[str, Any]: Json,
+        list[Any]: Json,
         datetime: DateTime(timezone=True),
     }
 
@@ -84,6 +91,14 @@ class Document(Base):
         Index("ix_documents_batch_status", "batch_id", "status"),
         Index("ix_documents_external_id", "external_id"),  # `results show <your id>`
         Index("ix_documents_status_updated", "status", "updated_at"),  # the sweeper
+        Index("ix_documents_batch_id", "batch_id", "id"),  # keyset pages of a batch
+        # `results list --where key=value`: containment on PostgreSQL (a no-op on SQLite)
+        Index(
+            "ix_documents_meta",
+            "meta",
+            postgresql_using="gin",
+            postgresql_ops={"meta": "jsonb_path_ops"},
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -133,10 +148,15 @@ class Explanation(Base):
             "document_id", "model_id", "method", "params_key", name="uq_explanations_identity"
         ),
         Index("ix_explanations_label", "label"),
+        # keyset pages of a batch by confidence (`results list --order -confidence`)
+        Index("ix_explanations_batch_order", "batch_id", "method", "confidence", "document_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    batch_id: Mapped[str | None] = mapped_column(
+        String(36), doc="The document's batch, repeated here so a batch's rows page by keyset."
+    )
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     method: Mapped[str] = mapped_column(String(64))
     params_key: Mapped[str] = mapped_column(String(64), doc="Hash of the canonical params.")
@@ -145,7 +165,13 @@ class Explanation(Base):
     confidence: Mapped[float] = mapped_column(Float, doc="Probability of the predicted label.")
     probabilities: Mapped[dict[str, Any]] = mapped_column()
     tokens: Mapped[list[Any]] = mapped_column()
-    attributions: Mapped[list[Any]] = mapped_column()
+    attributions: Mapped[list[Any]] = mapped_column(Float32Array, doc="Score per token.")
+    offsets: Mapped[list[Any] | None] = mapped_column(
+        Int32Array, doc="Character start and end of each token in the text, flattened."
+    )
+    words: Mapped[list[Any] | None] = mapped_column(
+        Int32Array, doc="The word (whitespace-delimited span) of each token; -1 special."
+    )
     convergence_delta: Mapped[float | None] = mapped_column(Float)
     relative_gap: Mapped[float | None] = mapped_column(
         Float, doc="|convergence_delta| / |f(x) - f(baseline)|: the completeness check."
@@ -155,17 +181,17 @@ class Explanation(Base):
     device: Mapped[str] = mapped_column(String(64))
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict, doc="Seconds per stage.")
     quality: Mapped[dict[str, Any] | None] = mapped_column(
-        JSON(none_as_null=True),
+        NullableJson,
         doc="Faithfulness: comprehensiveness, sufficiency and their random baselines.",
     )
     extra: Mapped[dict[str, Any] | None] = mapped_column(
-        JSON(none_as_null=True), doc="Method-specific output, e.g. attention's cls_attention."
+        NullableJson, doc="Method-specific output, e.g. attention's cls_attention."
     )
     windows: Mapped[int] = mapped_column(
         Integer, default=1, server_default="1", doc="Overlapping windows the text was cut into."
     )
     execution: Mapped[dict[str, Any] | None] = mapped_column(
-        JSON(none_as_null=True),
+        NullableJson,
         doc="Settings of the run that change stored numbers: max_tokens, window_stride "
         "(part of the identity of a windowed document's rows) and quality.",
     )
@@ -182,14 +208,17 @@ class Representation(Base):
     __tablename__ = "representations"
     __table_args__ = (
         UniqueConstraint("document_id", "model_id", name="uq_representations_identity"),
-        Index("ix_representations_model", "model_id"),  # the streaming pass of `similar`
+        Index("ix_representations_model", "model_id", "list_id"),  # `similar`'s lists
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
-    vector: Mapped[list[Any]] = mapped_column(doc="The pooled vector, as floats.")
+    vector: Mapped[list[Any]] = mapped_column(Float32Array, doc="The pooled vector.")
     norm: Mapped[float] = mapped_column(Float, doc="Euclidean norm, so cosine is one dot.")
+    list_id: Mapped[int | None] = mapped_column(
+        Integer, doc="The nearest centroid of the model's vector index (null: not indexed)."
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -214,3 +243,91 @@ class Agreement(Base):
         Float, doc="Rank correlation; null when a ranking is constant."
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class VectorList(Base):
+    """A centroid of a model's vector index: ``similar`` scores only the vectors of the
+    lists nearest the query (an inverted-file index, where pgvector is not installed)."""
+
+    __tablename__ = "vector_lists"
+    __table_args__ = (UniqueConstraint("model_id", "list_id", name="uq_vector_lists_identity"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    list_id: Mapped[int] = mapped_column(Integer)
+    centroid: Mapped[list[Any]] = mapped_column(Float32Array)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+ALL_BATCHES = "*"  # the scope of the corpus-wide rows of the aggregates
+
+
+class TokenStat(Base):
+    """Top tokens without scanning the corpus: per scope (a batch, or ``*`` for all),
+    model, method, predicted label and word, the sum of its scores, its occurrences and
+    the documents it is in; kept up to date as explanations are written."""
+
+    __tablename__ = "token_stats"
+
+    scope: Mapped[str] = mapped_column(String(36), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), primary_key=True)
+    method: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str] = mapped_column(String(200), primary_key=True)
+    word: Mapped[str] = mapped_column(String(200), primary_key=True)
+    total: Mapped[float] = mapped_column(Float, default=0.0)
+    occurrences: Mapped[int] = mapped_column(Integer, default=0)
+    documents: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# The faithfulness metrics as the aggregates name them (db.quality.METRICS, abbreviated).
+QUALITY_COLUMNS = {
+    "comprehensiveness": "comp",
+    "sufficiency": "suff",
+    "random_comprehensiveness": "rcomp",
+    "random_sufficiency": "rsuff",
+}
+
+
+class QualityStat(Base):
+    """The quality summary without scanning the corpus: per scope, model and method, the
+    rows, and per metric its count, sum and sum of squares; and how often the method beat
+    its random ranking, among the rows where both are known."""
+
+    __tablename__ = "quality_stats"
+
+    scope: Mapped[str] = mapped_column(String(36), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), primary_key=True)
+    method: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    measured: Mapped[int] = mapped_column(Integer, default=0)
+    comp_n: Mapped[int] = mapped_column(Integer, default=0)
+    comp_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    comp_sq: Mapped[float] = mapped_column(Float, default=0.0)
+    suff_n: Mapped[int] = mapped_column(Integer, default=0)
+    suff_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    suff_sq: Mapped[float] = mapped_column(Float, default=0.0)
+    rcomp_n: Mapped[int] = mapped_column(Integer, default=0)
+    rcomp_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    rcomp_sq: Mapped[float] = mapped_column(Float, default=0.0)
+    rsuff_n: Mapped[int] = mapped_column(Integer, default=0)
+    rsuff_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    rsuff_sq: Mapped[float] = mapped_column(Float, default=0.0)
+    beats_comp: Mapped[int] = mapped_column(Integer, default=0)
+    beats_comp_known: Mapped[int] = mapped_column(Integer, default=0)
+    beats_suff: Mapped[int] = mapped_column(Integer, default=0)
+    beats_suff_known: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AgreementStat(Base):
+    """Agreement between two methods without scanning the corpus: per scope, model and
+    pair, the count, sum and sum of squares of their Spearman correlation."""
+
+    __tablename__ = "agreement_stats"
+
+    scope: Mapped[str] = mapped_column(String(36), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), primary_key=True)
+    method_a: Mapped[str] = mapped_column(String(64), primary_key=True)
+    method_b: Mapped[str] = mapped_column(String(64), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[float] = mapped_column(Float, default=0.0)
+    total_sq: Mapped[float] = mapped_column(Float, default=0.0)

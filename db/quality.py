@@ -1,8 +1,6 @@
-"""How faithful each method is and how far methods agree, over a batch or the database.
-
-Computed by the database as aggregates (JSON fields read with SQLAlchemy's JSON
-accessors, which both SQLite and PostgreSQL evaluate), so nothing is loaded row by row.
-Spread is the population standard deviation, sqrt(E[x^2] - E[x]^2).
+"""How faithful each method is and how far methods agree, over a batch or the database,
+read from the aggregates the writes keep (``quality_stats``, ``agreement_stats``): no
+scan of the corpus. Spread is the population standard deviation, sqrt(E[x^2] - E[x]^2).
 """
 
 from __future__ import annotations
@@ -10,51 +8,32 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, distinct, func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from db.models import Agreement, Document, Explanation, Model
+from db.models import ALL_BATCHES, QUALITY_COLUMNS, Agreement, AgreementStat, Model, QualityStat
 
-METRICS = ("comprehensiveness", "sufficiency", "random_comprehensiveness", "random_sufficiency")
-
-
-def _metric(name: str) -> ColumnElement[float]:
-    return Explanation.quality[name].as_float()
-
-
-def _share(condition: ColumnElement[bool], known: ColumnElement[bool]) -> ColumnElement[Any]:
-    """The fraction of rows where ``condition`` holds, among those where ``known``."""
-    return func.avg(case((condition, 1.0), (known, 0.0), else_=None))
+METRICS = tuple(QUALITY_COLUMNS)
 
 
 def method_quality(
     session: Session, *, batch: str | None = None, model: str | None = None
 ) -> list[dict[str, Any]]:
-    """Per method: documents, measured rows, mean and spread of every metric, and the
-    share of documents where the method beats its random ranking (comprehensiveness
-    above, sufficiency below the random one's)."""
-    comp, suff = _metric("comprehensiveness"), _metric("sufficiency")
-    rcomp, rsuff = _metric("random_comprehensiveness"), _metric("random_sufficiency")
-    columns: list[Any] = [
-        Explanation.method,
-        func.count(distinct(Explanation.document_id)).label("documents"),
-        func.count(comp).label("measured"),
-        _share(comp > rcomp, comp <= rcomp).label("beats_random_comprehensiveness"),
-        _share(suff < rsuff, suff >= rsuff).label("beats_random_sufficiency"),
-    ]
-    for name in METRICS:
-        value = _metric(name)
-        columns += [func.avg(value).label(name), func.avg(value * value).label(f"{name}__sq")]
-    query = _scoped(select(*columns), Explanation.document_id, Explanation.model_id, batch, model)
-    rows = session.execute(query.group_by(Explanation.method).order_by(Explanation.method))
+    """Per method: explained rows ("documents"), measured rows, mean and spread of every
+    metric, and the share of rows where the method beats its random ranking
+    (comprehensiveness above, sufficiency below the random one's)."""
+    counted = [c for c in QualityStat.__table__.columns if not c.primary_key]
+    query = select(QualityStat.method, *[func.sum(c).label(c.name) for c in counted])
+    query = _scoped(query, QualityStat, batch, model).group_by(QualityStat.method)
     out = []
-    for row in rows.mappings():
-        record = {key: row[key] for key in ("method", "documents", "measured")}
-        for name in METRICS:
-            record[name] = {"mean": row[name], "std": _std(row[name], row[f"{name}__sq"])}
+    for row in session.execute(query.order_by(QualityStat.method)).mappings():
+        record: dict[str, Any] = {"method": row["method"], "documents": int(row["rows"]),
+                                  "measured": int(row["measured"])}  # fmt: skip
+        for name, short in QUALITY_COLUMNS.items():
+            record[name] = _mean_std(row[f"{short}_n"], row[f"{short}_sum"], row[f"{short}_sq"])
         record["beats_random"] = {
-            "comprehensiveness": row["beats_random_comprehensiveness"],
-            "sufficiency": row["beats_random_sufficiency"],
+            "comprehensiveness": _share(row["beats_comp"], row["beats_comp_known"]),
+            "sufficiency": _share(row["beats_suff"], row["beats_suff_known"]),
         }
         out.append(record)
     return out
@@ -65,22 +44,17 @@ def pair_agreement(
 ) -> list[dict[str, Any]]:
     """Per pair of methods: documents, and mean and spread of their Spearman correlation
     (documents where a ranking is constant have none and are not counted)."""
-    rho = Agreement.spearman
-    query = select(
-        Agreement.method_a,
-        Agreement.method_b,
-        func.count(rho).label("documents"),
-        func.avg(rho).label("mean"),
-        func.avg(rho * rho).label("sq"),
-    )
-    query = _scoped(query, Agreement.document_id, Agreement.model_id, batch, model)
-    query = query.group_by(Agreement.method_a, Agreement.method_b)
-    rows = session.execute(query.order_by(Agreement.method_a, Agreement.method_b)).mappings()
+    n, total, total_sq = (func.sum(AgreementStat.n), func.sum(AgreementStat.total),
+                          func.sum(AgreementStat.total_sq))  # fmt: skip
+    query = select(AgreementStat.method_a, AgreementStat.method_b, n, total, total_sq)
+    query = _scoped(query, AgreementStat, batch, model)
+    query = query.group_by(AgreementStat.method_a, AgreementStat.method_b)
+    rows = session.execute(query.order_by(AgreementStat.method_a, AgreementStat.method_b))
     return [
-        {"methods": [row["method_a"], row["method_b"]], "documents": row["documents"],
-         "spearman": {"mean": row["mean"], "std": _std(row["mean"], row["sq"])}}
-        for row in rows
-    ]  # fmt: skip
+        {"methods": [a, b], "documents": int(count), "spearman": _mean_std(count, sum_, sq)}
+        for a, b, count, sum_, sq in rows
+        if count
+    ]
 
 
 def document_agreement(session: Session, document_id: int) -> dict[tuple[str, str], float | None]:
@@ -98,19 +72,22 @@ def document_agreement(session: Session, document_id: int) -> dict[tuple[str, st
 
 def _scoped(
     query: Select[Any],
-    document_id: Any,
-    model_id: Any,
+    table: type[QualityStat | AgreementStat],
     batch: str | None,
     model: str | None,
 ) -> Select[Any]:
-    if batch:
-        query = query.join(Document, Document.id == document_id).where(Document.batch_id == batch)
+    query = query.where(table.scope == (batch or ALL_BATCHES))
     if model:
-        query = query.join(Model, Model.id == model_id).where(Model.name == model)
+        query = query.where(table.model_id.in_(select(Model.id).where(Model.name == model)))
     return query
 
 
-def _std(mean: float | None, mean_square: float | None) -> float | None:
-    if mean is None or mean_square is None:
-        return None
-    return math.sqrt(max(mean_square - mean * mean, 0.0))
+def _mean_std(n: int | None, total: float | None, total_sq: float | None) -> dict[str, Any]:
+    if not n:
+        return {"mean": None, "std": None}
+    mean = total / n
+    return {"mean": mean, "std": math.sqrt(max(total_sq / n - mean * mean, 0.0))}
+
+
+def _share(wins: int | None, known: int | None) -> float | None:
+    return wins / known if known else None

@@ -8,7 +8,6 @@ explanations stream (``yield_per``) so a corpus never has to fit in memory.
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Result, Select, func, select
 from sqlalchemy.orm import Session, aliased
 
-from db.models import Batch, Document, Explanation, Model, Status
+from db.models import ALL_BATCHES, Batch, Document, Explanation, Model, Status, TokenStat
 from db.words import merge_wordpieces
 
 MAX_LIMIT = 10_000
@@ -190,38 +189,32 @@ def top_tokens(
     method: str = "lig",
     min_count: int = 2,
     limit: int = 20,
+    model: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The words that push documents toward ``label``, over a batch or everything: mean
-    attribution per occurrence, in one streaming pass (a corpus need not fit in memory;
-    only the per-word totals do)."""
+    """The words that push documents toward ``label`` (a positive mean attribution per
+    occurrence), over a batch or everything, from the aggregates the writes keep
+    (``token_stats``): no scan of the corpus."""
     require_batch(session, batch)
     require_label(session, label)
-    query = select(Explanation.tokens, Explanation.attributions).where(
-        Explanation.label == label, Explanation.method == method
-    )
-    if batch:
-        query = query.join(Document, Document.id == Explanation.document_id).where(
-            Document.batch_id == batch
-        )
-    total: defaultdict[str, float] = defaultdict(float)
-    occurrences: Counter[str] = Counter()
-    documents: Counter[str] = Counter()
-    for tokens, scores in stream(session, query):
-        words = [(word.lower(), score) for word, score in merge_wordpieces(tokens, scores)]
-        for word, score in words:
-            total[word] += score
-            occurrences[word] += 1
-        documents.update({word for word, _ in words})
-    rows = [
-        {"token": word, "mean_attribution": total[word] / occurrences[word],
-         "total_attribution": total[word], "occurrences": occurrences[word], "documents": count}
-        for word, count in documents.items()
-        if count >= min_count
+    total, occurrences = func.sum(TokenStat.total), func.sum(TokenStat.occurrences)
+    documents = func.sum(TokenStat.documents)
+    mean = total / occurrences
+    query = (
+        select(TokenStat.word, mean, total, occurrences, documents)
+        .where(TokenStat.scope == (batch or ALL_BATCHES), TokenStat.method == method,
+               TokenStat.label == label)
+        .group_by(TokenStat.word)
+        .having(documents >= min_count, total > 0)
+        .order_by(mean.desc(), TokenStat.word)
+        .limit(max(0, min(limit, MAX_LIMIT)))
+    )  # fmt: skip
+    if model:
+        query = query.where(TokenStat.model_id.in_(select(Model.id).where(Model.name == model)))
+    return [
+        {"token": word, "mean_attribution": float(mean_value), "total_attribution": float(sum_),
+         "occurrences": int(n), "documents": int(docs)}
+        for word, mean_value, sum_, n, docs in session.execute(query)
     ]  # fmt: skip
-    # "toward the label": a word whose mean pushes against it is not listed at all
-    rows = [row for row in rows if row["mean_attribution"] > 0]
-    rows.sort(key=lambda row: (-row["mean_attribution"], row["token"]))
-    return rows[: max(0, min(limit, MAX_LIMIT))]
 
 
 def batch_summaries(session: Session, limit: int = 20) -> list[dict[str, Any]]:

@@ -67,6 +67,12 @@ class ExplanationRecord:
     quality: dict[str, float | None] | None = None
     extra: dict[str, Any] | None = None
     windows: int = 1
+    batch_id: str | None = None  # the document's, repeated for keyset pages of a batch
+    # Character (start, end) of each token in the text, flattened, and each token's word
+    # (whitespace-delimited span; -1 for special tokens): None where the tokenizer has
+    # no offsets (a slow tokenizer).
+    offsets: list[int] | None = None
+    words: list[int] | None = None
     # The settings of the run that change stored numbers: max_tokens and window_stride
     # (how a long document is cut) and quality (whether faithfulness was measured).
     execution: dict[str, Any] = field(default_factory=dict)
@@ -139,3 +145,4 @@ class ChunkRecords:
     agreements: list[AgreementRecord] = field(default_factory=list)
     done: list[int] = field(default_factory=list)
     failed: list[tuple[int, str]] = field(default_factory=list)
+    texts: dict[int, str] = field(default_factory=dict)  # for the aggregates' words

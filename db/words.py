@@ -1,17 +1,31 @@
-"""Wordpieces back into words, for people: ``act ##ing`` is read as ``acting``, and its
-evidence is the sum of its pieces' (attributions are additive). Here and not in the
-engine because the read side (db) never imports the workers."""
+"""Tokens back into words, for people: the words a text shows, and each word's evidence
+as the sum of its tokens' (attributions are additive). Here and not in the engine
+because the read side never imports the workers.
+
+A row written with character offsets (every fast tokenizer: BERT ``##``, RoBERTa's
+byte-level ``Ġ``, SentencePiece ``▁``) is read through them: a word is a
+whitespace-delimited span of the original text, shown as written (case, accents,
+punctuation, characters the vocabulary lacks). Older rows, without offsets, fall back
+to merging BERT's ``##`` pieces.
+"""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 
-SPECIAL_TOKENS = frozenset({"[CLS]", "[SEP]", "[PAD]"})
+SPECIAL_TOKENS = frozenset({"[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>"})
 
 
-def word_spans(tokens: Sequence[str]) -> list[tuple[str, list[int]]]:
-    """Each word with the token positions it is made of; special tokens left out. A
-    ``##`` piece with nothing before it stays a word of its own."""
+def word_spans(
+    tokens: Sequence[str],
+    offsets: Sequence[int] | None = None,
+    words: Sequence[int] | None = None,
+    text: str | None = None,
+) -> list[tuple[str, list[int]]]:
+    """Each word with the token positions it is made of; special tokens left out."""
+    if offsets is not None and words is not None and text is not None:
+        return _from_offsets(offsets, words, text)
     spans: list[tuple[str, list[int]]] = []
     for position, token in enumerate(tokens):
         if token in SPECIAL_TOKENS:
@@ -24,21 +38,62 @@ def word_spans(tokens: Sequence[str]) -> list[tuple[str, list[int]]]:
     return spans
 
 
-def merge_wordpieces(tokens: Sequence[str], scores: Sequence[float]) -> list[tuple[str, float]]:
+def _from_offsets(
+    offsets: Sequence[int], words: Sequence[int], text: str
+) -> list[tuple[str, list[int]]]:
+    """Tokens grouped by their word id; each word's text from its first token's start to
+    its last token's end (``offsets`` is flat: start, end per token)."""
+    grouped: dict[int, list[int]] = {}
+    for position, word in enumerate(words):
+        if word >= 0:
+            grouped.setdefault(word, []).append(position)
+    spans = []
+    for _, positions in sorted(grouped.items()):
+        start = min(offsets[2 * p] for p in positions)
+        end = max(offsets[2 * p + 1] for p in positions)
+        spans.append((text[start:end], positions))
+    return spans
+
+
+def merge_wordpieces(
+    tokens: Sequence[str],
+    scores: Sequence[float],
+    offsets: Sequence[int] | None = None,
+    words: Sequence[int] | None = None,
+    text: str | None = None,
+) -> list[tuple[str, float]]:
     """Words with summed scores, without special tokens."""
     if len(tokens) != len(scores):
         raise ValueError(f"{len(tokens)} tokens but {len(scores)} scores")
-    return [(word, sum(scores[p] for p in positions)) for word, positions in word_spans(tokens)]
+    spans = word_spans(tokens, offsets, words, text)
+    return [(word, sum(scores[p] for p in positions)) for word, positions in spans]
 
 
 def merge_columns(
-    tokens: Sequence[str], columns: Mapping[str, Sequence[float]]
+    tokens: Sequence[str],
+    columns: Mapping[str, Sequence[float]],
+    offsets: Sequence[int] | None = None,
+    words: Sequence[int] | None = None,
+    text: str | None = None,
 ) -> tuple[list[str], dict[str, list[float]]]:
     """Several methods' scores of one document merged alike: the words, and per method
     one summed score per word (for side-by-side views)."""
-    spans = word_spans(tokens)
+    spans = word_spans(tokens, offsets, words, text)
     merged = {
         name: [sum(scores[p] for p in positions) for _, positions in spans]
         for name, scores in columns.items()
     }
     return [word for word, _ in spans], merged
+
+
+def word_key(word: str) -> str:
+    """How a word is counted across documents (top tokens): case-folded, without the
+    punctuation around it ("Movie." and "movie" are one word; "couldn't" keeps its
+    apostrophe); a word of punctuation alone is itself."""
+    stripped = word.strip("".join(_PUNCTUATION))
+    return (stripped or word).casefold()[:200]
+
+
+_PUNCTUATION = frozenset(
+    chr(c) for c in range(0x3000) if unicodedata.category(chr(c)).startswith("P")
+) | {"`", "^", "~", "|", "<", ">", "=", "+", "$"}

@@ -2,30 +2,35 @@
 
 Every write that a redelivered task may repeat is idempotent: explanations,
 representations and agreements are inserted with ON CONFLICT DO NOTHING on their identity
-(document x model x method x params; document x model; document x model x method pair).
+(document x model x method x params; document x model; document x model x method pair),
+and only the rows that were new are counted in the aggregates (``db.aggregates``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from db.models import Agreement, Explanation, Model, Representation, utcnow
+from db import aggregates
+from db.models import Agreement, Document, Explanation, Model, Representation, utcnow
 from db.ownership import fail, finish
 from db.records import AgreementRecord, ChunkRecords, ExplanationRecord, RepresentationRecord
 
 # One multi-row VALUES per slice: SQLite allows 32,766 bound values, PostgreSQL 65,535.
 MAX_BOUND_VALUES = 30_000
+EXPLANATION_IDENTITY = ["document_id", "model_id", "method", "params_key"]
+AGREEMENT_IDENTITY = ["document_id", "model_id", "method_a", "method_b"]
 
 
 def register_model(
     session: Session, *, name: str, path: str, sha256: str, labels: list[str], info: dict[str, Any]
 ) -> int:
-    insert = _insert(session)
+    insert = dialect_insert(session)
     statement = insert(Model).values(
         name=name, path=path, sha256=sha256, labels=labels, info=info, created_at=utcnow()
     )
@@ -36,7 +41,7 @@ def register_model(
 def save_chunk(session: Session, records: ChunkRecords, task_id: str | None) -> None:
     """Everything a chunk produced, so that a document is DONE exactly when all it
     produced is stored (the caller's transaction), and its FAILED documents' errors."""
-    save_explanations(session, records.explanations)
+    save_explanations(session, records.explanations, records.texts)
     save_representations(session, records.representations)
     save_agreements(session, records.agreements)
     finish(session, records.done)
@@ -44,26 +49,59 @@ def save_chunk(session: Session, records: ChunkRecords, task_id: str | None) -> 
         fail(session, document_id, error, task_id)
 
 
-def save_explanations(session: Session, records: Sequence[ExplanationRecord]) -> int:
-    """Inserts explanations, skipping any that already exist; returns how many were new."""
+def save_explanations(
+    session: Session, records: Sequence[ExplanationRecord], texts: Mapping[int, str] | None = None
+) -> int:
+    """Inserts explanations, skipping any that already exist, and counts the new ones in
+    the aggregates (``texts`` by document: where their words are read); returns how many
+    were new."""
+    texts = dict(texts or {})
+    unknown = {r.document_id for r in records if r.batch_id is None or r.document_id not in texts}
+    if unknown:  # a caller other than the worker: the documents say
+        query = select(Document.id, Document.batch_id, Document.text).where(
+            Document.id.in_(unknown)
+        )
+        found = {doc_id: (batch_id, text) for doc_id, batch_id, text in session.execute(query)}
+        texts.update({doc_id: text for doc_id, (_, text) in found.items()})
+        records = [
+            replace(r, batch_id=found[r.document_id][0]) if r.batch_id is None else r
+            for r in records
+        ]
     rows = [record.columns() for record in records]
-    return _insert_new(
-        session, Explanation, rows, ["document_id", "model_id", "method", "params_key"]
-    )
+    new = _insert_new(session, Explanation, rows, EXPLANATION_IDENTITY)
+    fresh = [
+        r for r, row in zip(records, rows, strict=True) if _key(row, EXPLANATION_IDENTITY) in new
+    ]
+    aggregates.count(session, fresh, [], texts, {r.document_id: r.batch_id for r in fresh})
+    return len(new)
 
 
 def save_representations(session: Session, records: Sequence[RepresentationRecord]) -> int:
     """Inserts pooled vectors (those with only finite values), skipping existing ones."""
     rows = [row for record in records if (row := record.columns()) is not None]
-    return _insert_new(session, Representation, rows, ["document_id", "model_id"])
+    return len(_insert_new(session, Representation, rows, ["document_id", "model_id"]))
 
 
 def save_agreements(session: Session, records: Sequence[AgreementRecord]) -> int:
-    """Inserts method-agreement rows, skipping existing pairs."""
+    """Inserts method-agreement rows, skipping existing pairs, and counts the new ones."""
     rows = [record.columns() for record in records]
-    return _insert_new(
-        session, Agreement, rows, ["document_id", "model_id", "method_a", "method_b"]
-    )
+    new = _insert_new(session, Agreement, rows, AGREEMENT_IDENTITY)
+    fresh = [
+        r for r, row in zip(records, rows, strict=True) if _key(row, AGREEMENT_IDENTITY) in new
+    ]
+    aggregates.count(session, [], fresh, {}, _batches_of(session, {r.document_id for r in fresh}))
+    return len(new)
+
+
+def _batches_of(session: Session, document_ids: set[int]) -> dict[int, str | None]:
+    if not document_ids:
+        return {}
+    query = select(Document.id, Document.batch_id).where(Document.id.in_(document_ids))
+    return {doc_id: batch_id for doc_id, batch_id in session.execute(query)}
+
+
+def _key(row: Mapping[str, Any], identity: list[str]) -> tuple[Any, ...]:
+    return tuple(row[name] for name in identity)
 
 
 def _insert_new(
@@ -71,23 +109,28 @@ def _insert_new(
     table: type[Explanation | Representation | Agreement],
     rows: Sequence[dict[str, Any]],
     identity: list[str],
-) -> int:
+) -> set[tuple[Any, ...]]:
+    """Inserts the rows whose identity is new; returns those identities."""
     if not rows:
-        return 0
-    insert = _insert(session)
+        return set()
+    insert = dialect_insert(session)
     stamped = [{"created_at": utcnow(), **row} for row in rows]
     per_statement = max(1, MAX_BOUND_VALUES // len(stamped[0]))
-    new = 0
+    columns = [table.__table__.columns[name] for name in identity]
+    new: set[tuple[Any, ...]] = set()
     for start in range(0, len(stamped), per_statement):
         values = stamped[start : start + per_statement]
         statement = insert(table).values(values).on_conflict_do_nothing(index_elements=identity)
-        # RETURNING counts what was new on both backends (psycopg's rowcount here is -1).
-        new += len(session.execute(statement.returning(table.id)).all())
+        # RETURNING says what was new on both backends (psycopg's rowcount here is -1).
+        new.update(tuple(row) for row in session.execute(statement.returning(*columns)))
     return new
 
 
-def _insert(session: Session) -> Any:
-    dialect = session.get_bind().dialect.name
+def dialect_insert(session: Session | Connection) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT (SQLAlchemy's generic one has not)."""
+    dialect = session.get_bind().dialect.name if isinstance(session, Session) else (
+        session.dialect.name
+    )  # fmt: skip
     if dialect == "postgresql":
         return postgresql.insert
     if dialect == "sqlite":

@@ -61,15 +61,16 @@ def run_chunk(
         outcomes = explain_texts(loaded, [text for _, text in docs], job, settings)
     records = ChunkRecords()
     provenance = {
+        "batch_id": job.batch_id,
         "worker": worker_name(hostname),
         "device": describe_device(loaded.device, loaded.classifier.autocast),
         "execution": job.execution(),
     }
-    for (doc_id, _), outcome in zip(docs, outcomes, strict=True):
+    for (doc_id, text), outcome in zip(docs, outcomes, strict=True):
         if isinstance(outcome, str):
             records.failed.append((doc_id, outcome))
         else:
-            encode(records, doc_id, loaded.model_id, outcome, provenance)
+            encode(records, doc_id, text, loaded.model_id, outcome, provenance)
     # One transaction: a document is DONE exactly when everything it produced is stored.
     with session_scope(url) as session:
         save_chunk(session, records, task_id)

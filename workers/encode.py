@@ -10,9 +10,10 @@ from db.records import AgreementRecord, ChunkRecords, ExplanationRecord, Represe
 def encode(
     records: ChunkRecords,
     document_id: int,
+    text: str,
     model_id: int,
     explained: Any,  # workers.engine.DocumentExplanation (typed loosely: torch stays lazy)
-    provenance: dict[str, Any],  # worker, device, execution
+    provenance: dict[str, Any],  # batch_id, worker, device, execution
 ) -> None:
     """Adds the document's records to the chunk's: DONE with one explanation per method,
     its vector and its agreements; or FAILED when a method's numbers are not finite."""
@@ -34,6 +35,8 @@ def encode(
             quality=result.quality,
             extra=result.extra,
             windows=explained.windows,
+            offsets=explained.offsets,
+            words=explained.words,
             **provenance,
         )
         for name, result in explained.methods.items()
@@ -43,6 +46,7 @@ def encode(
         records.failed.append((document_id, f"non-finite values in {', '.join(bad)}"))
         return
     records.done.append(document_id)
+    records.texts[document_id] = text
     records.explanations.extend(rows)
     if explained.embedding is not None:
         records.representations.append(

@@ -18,6 +18,7 @@ from db.models import Batch
 
 @dataclass(frozen=True)
 class Job:
+    batch_id: str
     model: str
     methods: list[str]
     params: dict[str, Any]  # the batch's, capped defaults brought within this worker's caps
@@ -46,6 +47,7 @@ def decode(batch: Batch, settings: Settings) -> Job:
         problems += cap_problems(params, settings, as_param)
         params = within_caps(params, methods, settings)
     return Job(
+        batch_id=batch.id,
         model=batch.model,
         methods=methods,
         params=params,

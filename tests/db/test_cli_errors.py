@@ -21,9 +21,10 @@ from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
 from db.batches import NewDocument, create_batch
-from db.models import Document, Explanation, Status
+from db.models import Document, Status
+from db.records import ExplanationRecord
 from db.session import migrate, session_scope
-from db.writes import register_model
+from db.writes import register_model, save_explanations
 from producer.cli import app as producer_app
 from results.cli import app as results_app
 from tests.producer.test_cli import configure, refusal
@@ -145,17 +146,20 @@ def explain(url: str, documents: list[dict], *, methods=("lig",), model="/models
         rows = session.scalars(
             select(Document).where(Document.batch_id == batch).order_by(Document.line)
         )
+        records, texts = [], {}
         for row, d in zip(rows, documents, strict=True):
             row.status = Status.DONE
             label, confidence = d.get("label", "positive"), d.get("confidence", 0.9)
-            session.add(Explanation(
-                document_id=row.id, model_id=model_id, method="lig", params_key="k",
+            texts[row.id] = row.text
+            records.append(ExplanationRecord(
+                document_id=row.id, batch_id=batch, model_id=model_id, method="lig",
                 params={"n_steps": 8}, label=label, confidence=confidence,
                 probabilities={label: confidence}, worker="w@h", device="cpu",
                 tokens=d.get("tokens", ["[CLS]", "word", "[SEP]"]),
                 attributions=d.get("attributions", [0.0, 0.5, 0.0]),
                 convergence_delta=d.get("convergence_delta", 1e-6), steps=8,
             ))  # fmt: skip
+        save_explanations(session, records, texts)  # as the workers write them
     return batch
 
 

@@ -76,8 +76,8 @@ def test_non_finite_results_are_failed_with_the_reason_not_stored(bf16):
 
     provenance = {"worker": "w", "device": "cpu", "execution": {}}
     (result,) = explain(bf16, TEXTS[:1], params={"n_steps": 4}, quality=False)
-    encode(fine := ChunkRecords(), 1, 1, result, provenance)
+    encode(fine := ChunkRecords(), 1, TEXTS[0], 1, result, provenance)
     assert fine.done == [1] and not fine.failed
     result.methods["lig"].attributions[1] = float("nan")
-    encode(broken := ChunkRecords(), 1, 1, result, provenance)
+    encode(broken := ChunkRecords(), 1, TEXTS[0], 1, result, provenance)
     assert broken.failed == [(1, "non-finite values in lig")] and not broken.explanations

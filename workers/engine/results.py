@@ -42,6 +42,10 @@ class DocumentExplanation:
     # (a, b) (method names sorted) -> Spearman over the content tokens (special excluded)
     agreement: dict[tuple[str, str], float] = field(default_factory=dict)
     windows: int = 1  # overlapping windows the document was explained in (1: none)
+    # character (start, end) per token, flattened, and each token's word (whitespace-
+    # delimited span of the text; -1: special token); None without a fast tokenizer
+    offsets: list[int] | None = None
+    words: list[int] | None = None
 
     @property
     def confidence(self) -> float:

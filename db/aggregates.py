@@ -1,0 +1,187 @@
+"""The aggregates behind corpus-wide views, kept up to date as results are written:
+top tokens (``token_stats``), the quality summary (``quality_stats``) and agreement
+between methods (``agreement_stats``), each per batch and for all batches (``*``).
+
+Only rows that a write actually inserted are counted (a redelivered task adds nothing),
+and every count is an increment in one upsert (``x = x + excluded.x``), so concurrent
+writers add up: PostgreSQL locks each aggregate row, SQLite serialises writers. Keys are
+sorted within a statement, so two writers lock rows in the same order and never deadlock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, select
+from sqlalchemy.orm import Session
+
+from db.models import (
+    ALL_BATCHES,
+    QUALITY_COLUMNS,
+    Agreement,
+    AgreementStat,
+    Document,
+    Explanation,
+    QualityStat,
+    TokenStat,
+)
+from db.records import AgreementRecord, ExplanationRecord
+from db.words import merge_wordpieces, word_key
+
+Key = tuple[Any, ...]
+
+
+def count(
+    session: Session,
+    explanations: Sequence[ExplanationRecord],
+    agreements: Sequence[AgreementRecord],
+    texts: Mapping[int, str],
+    batches: Mapping[int, str | None],
+) -> None:
+    """Adds newly stored rows to the aggregates (``texts`` and ``batches`` by document)."""
+    tokens: dict[Key, list[float]] = defaultdict(lambda: [0.0, 0, 0])
+    quality: dict[Key, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    pairs: dict[Key, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+    for record in explanations:
+        for scope in _scopes(batches.get(record.document_id)):
+            head = (scope, record.model_id, record.method)
+            _add_tokens(tokens, (*head, record.label), record, texts.get(record.document_id))
+            _add_quality(quality[head], record.quality)
+    for agreement in agreements:
+        if agreement.spearman is None or not math.isfinite(agreement.spearman):
+            continue
+        method_a, method_b = sorted(agreement.methods)
+        for scope in _scopes(batches.get(agreement.document_id)):
+            sums = pairs[(scope, agreement.model_id, method_a, method_b)]
+            sums[0] += 1
+            sums[1] += agreement.spearman
+            sums[2] += agreement.spearman**2
+    _increment(session, TokenStat, ["scope", "model_id", "method", "label", "word"],
+               [(k, dict(zip(("total", "occurrences", "documents"), v, strict=True)))
+                for k, v in tokens.items()])  # fmt: skip
+    _increment(session, QualityStat, ["scope", "model_id", "method"],
+               [(k, dict(v)) for k, v in quality.items()])  # fmt: skip
+    _increment(session, AgreementStat, ["scope", "model_id", "method_a", "method_b"],
+               [(k, dict(zip(("n", "total", "total_sq"), v, strict=True)))
+                for k, v in pairs.items()])  # fmt: skip
+
+
+def _scopes(batch_id: str | None) -> list[str]:
+    return [ALL_BATCHES] if batch_id is None else [batch_id, ALL_BATCHES]
+
+
+def _add_tokens(
+    totals: dict[Key, list[float]], head: Key, record: ExplanationRecord, text: str | None
+) -> None:
+    words = merge_wordpieces(record.tokens, record.attributions, record.offsets, record.words, text)
+    seen = set()
+    for word, score in words:
+        sums = totals[(*head, word_key(word))]
+        sums[0] += score
+        sums[1] += 1
+        if word_key(word) not in seen:
+            seen.add(word_key(word))
+            sums[2] += 1
+
+
+def _add_quality(sums: dict[str, float], quality: Mapping[str, float | None] | None) -> None:
+    sums["rows"] += 1
+    if not quality:
+        return
+    sums["measured"] += 1
+    values = {}
+    for metric, short in QUALITY_COLUMNS.items():
+        value = quality.get(metric)
+        if value is None or not math.isfinite(value):
+            continue
+        values[short] = value
+        sums[f"{short}_n"] += 1
+        sums[f"{short}_sum"] += value
+        sums[f"{short}_sq"] += value * value
+    if "comp" in values and "rcomp" in values:
+        sums["beats_comp_known"] += 1
+        sums["beats_comp"] += values["comp"] > values["rcomp"]
+    if "suff" in values and "rsuff" in values:
+        sums["beats_suff_known"] += 1
+        sums["beats_suff"] += values["suff"] < values["rsuff"]
+
+
+def _increment(
+    session: Session | Connection,
+    table: type[TokenStat | QualityStat | AgreementStat],
+    keys: list[str],
+    rows: Iterable[tuple[Key, dict[str, float]]],
+) -> None:
+    from db.writes import dialect_insert  # one place knows the dialects' upserts
+
+    ordered = sorted(rows, key=lambda row: row[0])
+    if not ordered:
+        return
+    columns = table.__table__.columns
+    values = [
+        {**dict(zip(keys, key, strict=True)), **_defaults(table, sums)} for key, sums in ordered
+    ]
+    insert = dialect_insert(session)
+    per_statement = max(1, 20_000 // len(values[0]))
+    for start in range(0, len(values), per_statement):
+        statement = insert(table).values(values[start : start + per_statement])
+        added = {
+            name: columns[name] + statement.excluded[name] for name in values[0] if name not in keys
+        }
+        session.execute(statement.on_conflict_do_update(index_elements=keys, set_=added))
+
+
+def _defaults(table: type[Any], sums: Mapping[str, float]) -> dict[str, float]:
+    """Every counted column of ``table``, 0 where this write adds nothing to it."""
+    keys = {column.name for column in table.__table__.primary_key.columns}
+    return {c.name: sums.get(c.name, 0) for c in table.__table__.columns if c.name not in keys}
+
+
+def rebuild(bind: Session | Connection) -> None:
+    """Recomputes every aggregate from the stored rows (the migration that introduced
+    them, and a check in tests); streamed, in slices of documents."""
+    session = bind if isinstance(bind, Session) else Session(bind=bind)
+    for table in (TokenStat, QualityStat, AgreementStat):
+        session.execute(table.__table__.delete())
+    rows = (
+        select(Explanation, Document.text, Document.batch_id)
+        .join(Document)
+        .order_by(Explanation.id)
+    )
+    batch: list[ExplanationRecord] = []
+    texts: dict[int, str] = {}
+    batches: dict[int, str | None] = {}
+    for exp, text, batch_id in session.execute(rows.execution_options(yield_per=1000)):
+        batch.append(_record(exp))
+        texts[exp.document_id], batches[exp.document_id] = text, batch_id
+        if len(batch) >= 1000:
+            count(session, batch, [], texts, batches)
+            batch, texts = [], {}
+    count(session, batch, [], texts, batches)
+    pairs = select(Agreement, Document.batch_id).join(
+        Document, Document.id == Agreement.document_id
+    )
+    chunk: list[AgreementRecord] = []
+    for agreement, batch_id in session.execute(pairs.execution_options(yield_per=1000)):
+        batches[agreement.document_id] = batch_id
+        pair = (agreement.method_a, agreement.method_b)
+        chunk.append(
+            AgreementRecord(agreement.document_id, agreement.model_id, pair, agreement.spearman)
+        )
+        if len(chunk) >= 1000:
+            count(session, [], chunk, {}, batches)
+            chunk = []
+    count(session, [], chunk, {}, batches)
+    session.flush()
+
+
+def _record(exp: Explanation) -> ExplanationRecord:
+    return ExplanationRecord(
+        document_id=exp.document_id, model_id=exp.model_id, method=exp.method, params={},
+        label=exp.label, confidence=exp.confidence, probabilities={}, tokens=exp.tokens,
+        attributions=exp.attributions, worker="", device="", quality=exp.quality,
+        offsets=exp.offsets, words=exp.words,
+    )  # fmt: skip
