@@ -19,8 +19,10 @@ RUN pip install ${TORCH_SPEC}
 
 WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
+COPY contract ./contract
 COPY db ./db
 COPY producer ./producer
+COPY results ./results
 COPY workers ./workers
 RUN pip install ".[workers]"
 

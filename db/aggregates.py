@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
+from db.arrays import pack, unpack
 from db.models import (
     ALL_BATCHES,
     QUALITY_COLUMNS,
@@ -76,7 +77,9 @@ def _scopes(batch_id: str | None) -> list[str]:
 def _add_tokens(
     totals: dict[Key, list[float]], head: Key, record: ExplanationRecord, text: str | None
 ) -> None:
-    words = merge_wordpieces(record.tokens, record.attributions, record.offsets, record.words, text)
+    # the scores as stored (float32), so that the sums equal a recomputation from the rows
+    scores = unpack(pack(record.attributions, "f"), "f")
+    words = merge_wordpieces(record.tokens, scores, record.offsets, record.words, text)
     seen = set()
     for word, score in words:
         sums = totals[(*head, word_key(word))]
@@ -117,21 +120,18 @@ def _increment(
 ) -> None:
     from db.writes import dialect_insert  # one place knows the dialects' upserts
 
-    ordered = sorted(rows, key=lambda row: row[0])
-    if not ordered:
+    values = [{**dict(zip(keys, key, strict=True)), **_defaults(table, sums)}
+              for key, sums in sorted(rows, key=lambda row: row[0])]  # fmt: skip
+    if not values:
         return
     columns = table.__table__.columns
-    values = [
-        {**dict(zip(keys, key, strict=True)), **_defaults(table, sums)} for key, sums in ordered
-    ]
-    insert = dialect_insert(session)
-    per_statement = max(1, 20_000 // len(values[0]))
-    for start in range(0, len(values), per_statement):
-        statement = insert(table).values(values[start : start + per_statement])
-        added = {
-            name: columns[name] + statement.excluded[name] for name in values[0] if name not in keys
-        }
-        session.execute(statement.on_conflict_do_update(index_elements=keys, set_=added))
+    statement = dialect_insert(session)(table.__table__)
+    added = {
+        name: columns[name] + statement.excluded[name] for name in values[0] if name not in keys
+    }
+    # One statement for every key (executemany, batched by SQLAlchemy), in key order.
+    connection = session.connection() if isinstance(session, Session) else session
+    connection.execute(statement.on_conflict_do_update(index_elements=keys, set_=added), values)
 
 
 def _defaults(table: type[Any], sums: Mapping[str, float]) -> dict[str, float]:

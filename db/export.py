@@ -16,8 +16,13 @@ from db.queries import iso, require_batch, stream
 EXPLANATION_FIELDS = (
     "method", "params", "label", "confidence", "probabilities", "tokens", "attributions",
     "convergence_delta", "relative_gap", "steps", "worker", "device", "timings",
-    "quality", "extra", "windows", "execution",
+    "quality", "extra", "windows", "execution", "offsets", "word_ids",
 )  # fmt: skip
+# "offsets": each token's character start and end in "text", flattened; "word_ids": each
+# token's whitespace-delimited word of the text, -1 for special tokens (the ``words``
+# column, renamed because ``results show --words --json`` calls its word view "words").
+# Both null on rows without them (a slow tokenizer, or written before they were stored).
+COLUMNS = {"word_ids": "words"}  # export key -> Explanation attribute, where they differ
 # "truncated" stays in the export's schema for its readers: no row is truncated since long
 # documents are windowed; a row from before keeps it in ``execution``.
 EXPORT_FIELDS = (
@@ -34,11 +39,14 @@ def export_rows(
     explanation fields are null), keyed by ``EXPORT_FIELDS``; streamed."""
     require_batch(session, batch)
     explained = select(Explanation, Document, Model).join(Document).join(Model)
-    explained = explained.order_by(Explanation.id)
     failed = select(Document).where(Document.status == Status.FAILED).order_by(Document.id)
-    if batch:
-        explained = explained.where(Document.batch_id == batch)
+    if batch:  # along the (batch, document) index: the first record comes at once
+        explained = explained.where(Explanation.batch_id == batch).order_by(
+            Explanation.batch_id, Explanation.document_id, Explanation.id
+        )
         failed = failed.where(Document.batch_id == batch)
+    else:
+        explained = explained.order_by(Explanation.id)
     if method:
         explained = explained.where(Explanation.method == method)
     for exp, doc, model in stream(session, explained):
@@ -69,6 +77,6 @@ def export_record(doc: Document, exp: Explanation | None, model: Model | None) -
     )
     if exp and model:
         record.update(model=model.name, model_path=model.path, model_sha256=model.sha256)
-        record.update({key: getattr(exp, key) for key in EXPLANATION_FIELDS})
+        record.update({key: getattr(exp, COLUMNS.get(key, key)) for key in EXPLANATION_FIELDS})
         record["truncated"] = bool((exp.execution or {}).get("truncated", False))
     return record

@@ -92,13 +92,6 @@ class Document(Base):
         Index("ix_documents_external_id", "external_id"),  # `results show <your id>`
         Index("ix_documents_status_updated", "status", "updated_at"),  # the sweeper
         Index("ix_documents_batch_id", "batch_id", "id"),  # keyset pages of a batch
-        # `results list --where key=value`: containment on PostgreSQL (a no-op on SQLite)
-        Index(
-            "ix_documents_meta",
-            "meta",
-            postgresql_using="gin",
-            postgresql_ops={"meta": "jsonb_path_ops"},
-        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -106,7 +99,9 @@ class Document(Base):
     external_id: Mapped[str] = mapped_column(String(512), doc="The user's id for the document.")
     line: Mapped[int] = mapped_column(Integer, doc="Line of the input file it came from.")
     text: Mapped[str] = mapped_column(Text)
-    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # JSON, not JSONB, on PostgreSQL too: JSONB cannot hold \u0000, and metadata is kept
+    # verbatim.
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[Status] = mapped_column(
         Enum(Status, native_enum=False, length=16), default=Status.PENDING
     )
@@ -147,7 +142,7 @@ class Explanation(Base):
         UniqueConstraint(
             "document_id", "model_id", "method", "params_key", name="uq_explanations_identity"
         ),
-        Index("ix_explanations_label", "label"),
+        Index("ix_explanations_batch_document", "batch_id", "document_id"),  # export
         # keyset pages of a batch by confidence (`results list --order -confidence`)
         Index("ix_explanations_batch_order", "batch_id", "method", "confidence", "document_id"),
     )

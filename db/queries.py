@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Result, Select, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Result, Select, func, select
+from sqlalchemy.orm import Session
 
-from db.models import ALL_BATCHES, Batch, Document, Explanation, Model, Status, TokenStat
-from db.words import merge_wordpieces
+from db.models import ALL_BATCHES, Batch, Document, Model, Status, TokenStat
+from db.words import bare, merge_wordpieces, word_key
 
 MAX_LIMIT = 10_000
 STREAM_ROWS = 500
@@ -42,12 +42,27 @@ class DocumentRow:
         return dataclasses.asdict(self)
 
 
-def top_words(tokens: Sequence[str], scores: Sequence[float], n: int = 3) -> list[str]:
-    """The ``n`` words pushing hardest toward the predicted label (positive scores only)."""
-    strongest: dict[str, str] = {}  # lower case -> the word as written, strongest first
-    for word, score in sorted(merge_wordpieces(tokens, scores), key=lambda pair: -pair[1]):
+def top_words(
+    tokens: Sequence[str],
+    scores: Sequence[float],
+    n: int = 3,
+    offsets: Sequence[int] | None = None,
+    words: Sequence[int] | None = None,
+    text: str | None = None,
+) -> list[str]:
+    """The ``n`` words pushing hardest toward the predicted label (positive scores only),
+    each once (as ``word_key`` counts words). With the row's ``offsets``, ``words`` and
+    the document's ``text`` (``db.words``), words as the text writes them, without the
+    punctuation around them; else BERT's ``##`` pieces merged."""
+    fits = (
+        offsets is not None and words is not None and text is not None
+        and len(offsets) == 2 * len(tokens) and len(words) == len(tokens)
+    )  # fmt: skip
+    merged = merge_wordpieces(tokens, scores, *((offsets, words, text) if fits else ()))
+    strongest: dict[str, str] = {}  # word_key -> the word as written, strongest first
+    for word, score in sorted(merged, key=lambda pair: -pair[1]):
         if score > 0:
-            strongest.setdefault(word.lower(), word)
+            strongest.setdefault(word_key(word), bare(word) or word)
     return list(strongest.values())[:n]
 
 
@@ -78,75 +93,6 @@ def require_label(session: Session, label: str | None) -> None:
     )
     if known and label not in known:
         raise LookupError(f"unknown label {label!r}; known: {', '.join(known)}")
-
-
-def list_documents(
-    session: Session,
-    *,
-    batch: str | None = None,
-    label: str | None = None,
-    min_confidence: float | None = None,
-    status: str | None = None,
-    method: str | None = None,
-    limit: int = 50,
-    offset: int = 0,
-    order: str = "id",
-) -> list[DocumentRow]:
-    """Documents with their ``method`` explanation (by default lig where the document has
-    it, else the first it has), left-joined because a pending or failed document has
-    none; one row per explanation if several models explained it."""
-    if order not in ORDERS:
-        raise ValueError(f"unknown order {order!r}; known: {', '.join(ORDERS)}")
-    require_batch(session, batch)
-    require_label(session, label)
-    explanation = aliased(Explanation)
-    chosen = method if method is not None else (
-        select(Explanation.method)
-        .where(Explanation.document_id == Document.id)
-        .order_by(Explanation.method != "lig", Explanation.id)
-        .limit(1)
-        .scalar_subquery()
-    )  # fmt: skip
-    on = (explanation.document_id == Document.id) & (explanation.method == chosen)
-    query = (
-        select(Document, explanation)
-        .outerjoin(explanation, on)
-        .order_by(*_order_by(order, explanation), explanation.id)
-        .limit(max(0, min(limit, MAX_LIMIT)))
-        .offset(max(0, offset))
-    )
-    if batch:
-        query = query.where(Document.batch_id == batch)
-    if label:
-        query = query.where(explanation.label == label)
-    if min_confidence is not None:
-        query = query.where(explanation.confidence >= min_confidence)
-    if status:
-        query = query.where(Document.status == parse_status(status))
-    return [
-        DocumentRow(
-            id=doc.id,
-            external_id=doc.external_id,
-            batch_id=doc.batch_id,
-            status=doc.status.value.lower(),
-            label=exp.label if exp else None,
-            confidence=exp.confidence if exp else None,
-            top_tokens=top_words(exp.tokens, exp.attributions) if exp else [],
-            error=doc.error,
-        )
-        for doc, exp in session.execute(query)
-    ]
-
-
-def _order_by(order: str, explanation: Any) -> tuple[ColumnElement[Any], ...]:
-    # NULLS LAST explicitly: PostgreSQL and SQLite disagree on where NULLs sort.
-    return {
-        "id": (Document.id,),
-        "confidence": (explanation.confidence.asc().nulls_last(), Document.id),
-        "-confidence": (explanation.confidence.desc().nulls_last(), Document.id),
-        "label": (explanation.label.asc().nulls_last(), Document.id),
-        "status": (Document.status, Document.id),
-    }[order]
 
 
 def find_document(session: Session, ref: int | str, batch: str | None = None) -> Document:

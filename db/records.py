@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 # Recorded with the parameters but derived by the worker from the model (already part of
@@ -39,6 +39,11 @@ def finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [finite(item) for item in value]
     return value
+
+
+def _shallow(record: Any) -> dict[str, Any]:
+    """A record's fields as a dict, without ``asdict``'s deep copy of every list."""
+    return {f.name: getattr(record, f.name) for f in fields(record)}
 
 
 def all_finite(values: Any) -> bool:
@@ -89,7 +94,7 @@ class ExplanationRecord:
         if self.windows > 1:
             windowing = {k: self.execution.get(k) for k in ("max_tokens", "window_stride")}
         return {
-            **asdict(self),
+            **_shallow(self),
             "params_key": params_key(self.method, self.params, windowing),
             "quality": finite(self.quality),
             "extra": finite(self.extra),
@@ -111,7 +116,7 @@ class RepresentationRecord:
         if not all_finite(vector):
             return None
         norm = math.sqrt(math.fsum(x * x for x in vector))
-        return {**asdict(self), "vector": vector, "norm": norm}
+        return {**_shallow(self), "vector": vector, "norm": norm}
 
 
 @dataclass(frozen=True)

@@ -90,10 +90,17 @@ def word_key(word: str) -> str:
     """How a word is counted across documents (top tokens): case-folded, without the
     punctuation around it ("Movie." and "movie" are one word; "couldn't" keeps its
     apostrophe); a word of punctuation alone is itself."""
-    stripped = word.strip("".join(_PUNCTUATION))
-    return (stripped or word).casefold()[:200]
+    return (bare(word) or word).casefold()[:200]
 
 
-_PUNCTUATION = frozenset(
-    chr(c) for c in range(0x3000) if unicodedata.category(chr(c)).startswith("P")
-) | {"`", "^", "~", "|", "<", ">", "=", "+", "$"}
+def bare(word: str) -> str:
+    """The word without the punctuation around it."""
+    return word.strip(PUNCTUATION)
+
+
+PUNCTUATION = "".join(
+    sorted(
+        {chr(c) for c in range(0x3000) if unicodedata.category(chr(c)).startswith("P")}
+        | set("`^~|<>=+$")
+    )
+)

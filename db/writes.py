@@ -21,8 +21,6 @@ from db.models import Agreement, Document, Explanation, Model, Representation, u
 from db.ownership import fail, finish
 from db.records import AgreementRecord, ChunkRecords, ExplanationRecord, RepresentationRecord
 
-# One multi-row VALUES per slice: SQLite allows 32,766 bound values, PostgreSQL 65,535.
-MAX_BOUND_VALUES = 30_000
 EXPLANATION_IDENTITY = ["document_id", "model_id", "method", "params_key"]
 AGREEMENT_IDENTITY = ["document_id", "model_id", "method_a", "method_b"]
 
@@ -113,17 +111,15 @@ def _insert_new(
     """Inserts the rows whose identity is new; returns those identities."""
     if not rows:
         return set()
-    insert = dialect_insert(session)
-    stamped = [{"created_at": utcnow(), **row} for row in rows]
-    per_statement = max(1, MAX_BOUND_VALUES // len(stamped[0]))
+    now = utcnow()
+    stamped = [{"created_at": now, **row} for row in rows]
     columns = [table.__table__.columns[name] for name in identity]
-    new: set[tuple[Any, ...]] = set()
-    for start in range(0, len(stamped), per_statement):
-        values = stamped[start : start + per_statement]
-        statement = insert(table).values(values).on_conflict_do_nothing(index_elements=identity)
-        # RETURNING says what was new on both backends (psycopg's rowcount here is -1).
-        new.update(tuple(row) for row in session.execute(statement.returning(*columns)))
-    return new
+    core = dialect_insert(session)(table.__table__).on_conflict_do_nothing(index_elements=identity)
+    # One Core statement, many parameter sets: SQLAlchemy sends them as batched multi-row
+    # VALUES ("insertmanyvalues"), compiled once, without the ORM's bulk machinery;
+    # RETURNING says what was new on both backends (psycopg's rowcount here is -1).
+    result = session.connection().execute(core.returning(*columns), stamped)
+    return {tuple(row) for row in result}
 
 
 def dialect_insert(session: Session | Connection) -> Any:

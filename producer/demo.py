@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from contract.model_path import DEFAULT_MODEL, resolve_model
 from contract.settings import Settings, settings_or_exit
 from db import queries
+from db.listing import list_page
 from db.session import migrate, session_scope
 from producer.embedded_redis import EmbeddedRedis
 from producer.progress import wait
@@ -121,7 +122,7 @@ def stop_process(process: subprocess.Popen[bytes], grace: float = 60) -> None:
 
 def show_results(url: str, batch_id: str) -> None:
     with session_scope(url) as session:
-        rows = queries.list_documents(session, batch=batch_id, limit=1000)
+        rows, _ = list_page(session, batch=batch_id, limit=1000)
         console.print(render.results_table(rows))
         done = [row for row in rows if row.confidence is not None]
         best = max(done, key=lambda row: row.confidence) if done else None
@@ -134,6 +135,9 @@ def show_results(url: str, batch_id: str) -> None:
                     explanation.label,
                     explanation.probabilities,
                     title=f"document {best.external_id} (the most confident)",
+                    text=explanation.document.text,
+                    offsets=explanation.offsets,
+                    words=explanation.words,
                 )
             )
     console.rule("explore what the demo made")

@@ -23,6 +23,7 @@ JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 CSV_SUFFIXES = {".csv"}
 SNIFF_BYTES = 8192  # how much of the file decides whether it is UTF-8 text at all
 MAX_BAD_UTF8 = 0.3  # share of undecodable bytes in the sniff above which it is not UTF-8
+MAX_NUL = 0.01  # share of NUL bytes in the sniff above which it is a binary file
 ACCEPTED = "explainq reads UTF-8 JSONL, CSV or plain text"
 
 
@@ -126,14 +127,15 @@ def _check_text(sample: bytes, whole: bool) -> None:
             f"not UTF-8 but {wide} text; {ACCEPTED}: convert it first "
             f"(e.g. iconv -f {wide} -t UTF-8 < in > out)"
         )
-    if b"\x00" in sample:
+    # A NUL or two is a bad line (rejected with its number); many are a binary file.
+    if sample.count(0) > MAX_NUL * len(sample):
         raise InputError(f"not a text file (NUL bytes in the first 8 KiB); {ACCEPTED}")
     # An incremental decoder leaves a character cut by the end of the sample undecided.
     decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
     bad = sum(_has_bad_utf8(ch) for ch in decoder.decode(sample, final=whole))
     if bad > MAX_BAD_UTF8 * len(sample):
         raise InputError(
-            f"not UTF-8 text ({100 * bad // len(sample)}% of the bytes in the first 8 KiB are "
+            f"not a text file ({100 * bad // len(sample)}% of the bytes in the first 8 KiB are "
             f"not valid UTF-8); {ACCEPTED}"
         )
 
@@ -147,8 +149,13 @@ def _wide_encoding(sample: bytes) -> str | None:
     utf16_bom = sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
     if utf16_bom and _decodes_to_text(sample, "utf-16"):
         return "UTF-16"
-    if b"\x00" in sample and any(_decodes_to_text(sample, e) for e in ("utf-16-le", "utf-16-be")):
-        return "UTF-16"
+    # Without one: ASCII in UTF-16 puts a NUL in every other byte, all at odd positions
+    # (little-endian) or all at even ones; a UTF-8 file with a NUL line does not.
+    for encoding, start in (("utf-16-le", 1), ("utf-16-be", 0)):
+        aligned = sample[start::2].count(0)
+        wide = aligned > 0.3 * len(sample) / 2 and aligned >= 0.9 * sample.count(0)
+        if wide and _decodes_to_text(sample, encoding):
+            return "UTF-16"
     return None
 
 

@@ -85,35 +85,50 @@ def list_command(
     batch: str | None = BATCH,
     label: str | None = typer.Option(None, help="Only this predicted label."),
     min_confidence: float | None = typer.Option(None, help="Only at least this probability."),
+    max_confidence: float | None = typer.Option(None, help="Only at most this probability."),
     status: str | None = typer.Option(None, help=f"One of: {', '.join(STATUSES)}."),
     method: str | None = typer.Option(
-        None, help="Attribution method (default: lig where a document has it, else its first)."
+        None, help="Attribution method (default: the batch's lig, or its first method)."
+    ),
+    where: list[str] = typer.Option(
+        [], help="Only documents whose metadata FIELD=VALUE (repeatable), e.g. gold=negative."
+    ),
+    errors: str | None = typer.Option(
+        None, help="Only documents predicted otherwise than metadata FIELD (e.g. gold)."
     ),
     order: str = typer.Option("id", help=f"One of: {', '.join(ORDERS)}."),
     limit: int = typer.Option(50, help=f"At most {MAX_LIMIT}."),
-    offset: int = typer.Option(0, help="Skip this many first."),
+    after: str | None = typer.Option(
+        None, help="The next page: the cursor printed under the last one."
+    ),
+    offset: int = typer.Option(0, help="Skip this many first (slow on deep pages: --after)."),
     as_json: bool = JSON_FLAG,
 ) -> None:
-    """List documents with their label, confidence and top tokens."""
-    from db import queries
+    """List documents with their label, confidence and top tokens, a page at a time.
+
+    When there are more, the command for the next page is printed on stderr (with
+    --json too), with a cursor: every page costs the same, however deep."""
+    from db.listing import list_page
     from results import render
 
+    filters = {}
+    for pair in where:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise _fail(f"--where {pair!r}: expected FIELD=VALUE")
+        filters[key.strip()] = value
     with _session() as session:
-        rows = queries.list_documents(
-            session,
-            batch=batch,
-            label=label,
-            min_confidence=min_confidence,
-            status=status,
-            method=method,
-            limit=limit,
-            offset=offset,
-            order=order,
-        )
+        rows, cursor = list_page(
+            session, batch=batch, label=label, min_confidence=min_confidence,
+            max_confidence=max_confidence, status=status, method=method, where=filters,
+            errors=errors, order=order, limit=limit, after=after, offset=offset,
+        )  # fmt: skip
     if as_json:
         echo_json([row.as_json() for row in rows])
     else:
         _out().print(render.results_table(rows))
+    if cursor:
+        Console(stderr=True).print(Text(f"next page: --after {cursor}"), soft_wrap=True)
 
 
 @app.command("show")
@@ -154,18 +169,20 @@ def top_tokens_command(
     label: str = typer.Option(..., help="The predicted label to explain."),
     batch: str | None = BATCH,
     method: str = typer.Option("lig", help="Attribution method."),
+    model: str | None = typer.Option(None, help="Only this model (its directory's name)."),
     min_count: int = typer.Option(2, help="Only words in at least this many documents."),
     limit: int = typer.Option(20, help="How many words."),
     as_json: bool = JSON_FLAG,
 ) -> None:
-    """The words that push documents toward LABEL most, over a batch or everything."""
+    """The words that push documents toward LABEL most, over a batch or everything.
+
+    Read from aggregates that the workers keep as they write: instant at any size."""
     from db import queries
     from results import render
 
     with _session() as session:
-        rows = queries.top_tokens(
-            session, label=label, batch=batch, method=method, min_count=min_count, limit=limit
-        )
+        rows = queries.top_tokens(session, label=label, batch=batch, method=method,
+                                  min_count=min_count, limit=limit, model=model)  # fmt: skip
     if as_json:
         echo_json(rows)
     else:
@@ -208,7 +225,9 @@ def similar_command(
 ) -> None:
     """The documents the model considers most like DOC, with their labels.
 
-    Cosine similarity of the pooled vectors stored per document and model."""
+    Cosine similarity of the pooled vectors stored per document and model: every vector
+    while the model has at most 10,000, else those of the nearest lists of its vector
+    index (built on first use; `results index` rebuilds it)."""
     from db import queries, similar
     from results import render_methods
 
@@ -220,8 +239,47 @@ def similar_command(
         )
     if as_json:
         echo_json(result)
-    else:
-        _out().print(render_methods.similar_table(result))
+        return
+    _out().print(render_methods.similar_table(result))
+    if result.get("index") == "ivf":
+        note = f"vector index: the {result['probed']} nearest lists read, and unindexed vectors"
+        Console(stderr=True).print(Text(note, style="dim"), soft_wrap=True)
+
+
+@app.command("index")
+def index_command(
+    model: str | None = typer.Option(None, help="Only this model (its directory's name)."),
+    lists: int | None = typer.Option(
+        None, min=1, help="Lists (k-means centroids); default about the square root of the vectors."
+    ),
+    as_json: bool = JSON_FLAG,
+) -> None:
+    """(Re)build the vector index that `results similar` searches, per model.
+
+    k-means centroids of the model's vectors, each vector filed under its nearest one, in
+    the database; a query reads only the vectors of the lists nearest it. A model with at
+    most 10,000 vectors is searched exactly and gets none. `similar` builds the index on
+    first use and files new vectors itself; this does it ahead of time, or again."""
+    from db import vector_index
+
+    with _session() as session:
+        done = vector_index.build_models(session, model=model, lists=lists)
+        pgvector = vector_index.pgvector_available(session)
+    if as_json:
+        echo_json({"models": done, "pgvector_available": pgvector})
+        return
+    out = _out()
+    for row in done:
+        if row["lists"]:
+            line = (
+                f"{row['model']} (model {row['model_id']}): {row['vectors']:,} vectors in "
+                f"{row['lists']:,} lists, {row['changed']:,} moved, {row['seconds']:.1f} s"
+            )
+        else:
+            line = f"{row['model']} (model {row['model_id']}): {row['vectors']:,} vectors, exact"
+        out.print(Text(line), soft_wrap=True)
+    if not done:
+        out.print(Text("no vectors yet"))
 
 
 @app.command("methods")

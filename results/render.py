@@ -7,6 +7,7 @@ output or crash it with a markup error.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,16 +50,32 @@ def heatmap(
     label: str,
     probabilities: Mapping[str, float],
     title: str = "",
+    *,
+    text: str | None = None,
+    offsets: Sequence[int] | None = None,
+    words: Sequence[int] | None = None,
 ) -> Panel:
     """The document's words on a background as strong as the word's share of the
     document's largest |attribution|: green pushes toward ``label``, red against it.
-    The strongest words are also listed with their scores, for output without colour."""
-    words = merge_wordpieces(tokens, attributions)
-    scale = max((abs(score) for _, score in words), default=0.0) or 1.0
-    text = Text()
-    for word, score in words:
-        text.append(word, style=shade(score / scale))
-        text.append(" ")
+    The strongest words are also listed with their scores, for output without colour.
+
+    With the row's ``text``, character ``offsets`` and ``words`` (see ``db.words``), it
+    is the original text as written (case, accents, punctuation, characters the
+    vocabulary lacks, line breaks) coloured word by word; without them, the tokens with
+    BERT's ``##`` pieces merged."""
+    shown = _written(text, offsets, words, attributions)
+    if shown is None:
+        offsets = words = text = None
+    merged = merge_wordpieces(tokens, attributions, offsets, words, text)
+    scale = max((abs(score) for _, score in merged), default=0.0) or 1.0
+    body = Text()
+    if shown is None:
+        for word, score in merged:
+            body.append(word, style=shade(score / scale))
+            body.append(" ")
+    else:
+        for piece, score in shown:
+            body.append(piece, style="" if score is None else shade(score / scale))
     legend = Text.assemble(
         (" toward ", f"black on rgb{TOWARD}"),
         (" against ", f"black on rgb{AGAINST}"),
@@ -69,10 +86,40 @@ def heatmap(
         Text(f"{name} {p:.3f}", style="bold" if name == label else "") for name, p in ranked
     )
     return Panel(
-        Group(text, Text(), _strongest(words, scale), legend, probs),
+        Group(body, Text(), _strongest(merged, scale), legend, probs),
         title=Text(title),
         title_align="left",
     )
+
+
+def _written(
+    text: str | None,
+    offsets: Sequence[int] | None,
+    words: Sequence[int] | None,
+    attributions: Sequence[float],
+) -> list[tuple[str, float | None]] | None:
+    """The text cut into its words (each with its tokens' summed score) and the
+    whitespace between them (score None), as written (the text's leading and trailing
+    whitespace left out); None without usable offsets."""
+    if text is None or offsets is None or words is None:
+        return None
+    if not len(words) == len(attributions) == len(offsets) // 2 or len(offsets) % 2:
+        return None
+    spans = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+    if any(not -1 <= w < len(spans) for w in words):
+        return None  # word ids that are not this text's: the token view instead
+    scores = [0.0] * len(spans)
+    for word, score in zip(words, attributions, strict=True):
+        if word >= 0:
+            scores[word] += score
+    pieces: list[tuple[str, float | None]] = []
+    end = spans[0][0] if spans else 0
+    for (start, stop), score in zip(spans, scores, strict=True):
+        if start > end:
+            pieces.append((text[end:start], None))
+        pieces.append((text[start:stop], score))
+        end = stop
+    return pieces
 
 
 def shade(strength: float) -> str:

@@ -24,12 +24,20 @@ SHORT = {
 
 
 def side_by_side(
-    tokens: Sequence[str], columns: Mapping[str, Sequence[float]], words: bool = False
+    tokens: Sequence[str],
+    columns: Mapping[str, Sequence[float]],
+    words: bool = False,
+    *,
+    offsets: Sequence[int] | None = None,
+    word_ids: Sequence[int] | None = None,
+    text: str | None = None,
 ) -> Table:
     """One row per token (or word, with ``words``), one column per method, each cell
-    shaded by its share of that method's largest |score| in this document."""
+    shaded by its share of that method's largest |score| in this document. Words are as
+    the ``text`` shows them where the row has character ``offsets`` and ``word_ids``
+    (``db.words``), else BERT's ``##`` pieces merged."""
     if words:
-        shown, scores = merge_columns(tokens, columns)
+        shown, scores = merge_columns(tokens, columns, offsets, word_ids, text)
     else:
         shown, scores = list(tokens), {name: list(values) for name, values in columns.items()}
     table = Table(title="word" if words else "token", title_justify="left", box=None)
@@ -164,15 +172,20 @@ def print_document(
     for group in views.by_model(records):
         first = group[0]
         title = f"{heading} · {', '.join(r['method'] for r in group)}"
+        offsets, word_ids, text = views.located(first)  # all None on rows without offsets
         out.print(
             render.heatmap(
                 first["tokens"], first["attributions"], first["label"],
                 first["probabilities"], title=f"{title} (shading: {first['method']})",
+                text=text, offsets=offsets, words=word_ids,
             )
         )  # fmt: skip
         if len(group) > 1:
             columns = {r["method"]: r["attributions"] for r in group}
-            out.print(side_by_side(first["tokens"], columns, words=words))
+            shown = side_by_side(
+                first["tokens"], columns, words, offsets=offsets, word_ids=word_ids, text=text
+            )
+            out.print(shown)
         if len(group) > 1 or first["quality"]:
             out.print(methods_table(group))
         if agreement:

@@ -8,6 +8,8 @@ from typing import Any
 
 from db.words import merge_wordpieces
 
+Located = tuple[list[int] | None, list[int] | None, str | None]
+
 
 def only(records: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]:
     """The records of ``methods`` (all when empty); a method the document was not
@@ -43,10 +45,24 @@ def for_json(
     mine = {(b if a == method else a): rho for (a, b), rho in agreement.items() if method in (a, b)}
     extra: dict[str, Any] = {"agreement": mine}
     if words:
-        extra["words"] = [
-            list(p) for p in merge_wordpieces(record["tokens"], record["attributions"])
-        ]
+        merged = merge_wordpieces(record["tokens"], record["attributions"], *located(record))
+        extra["words"] = [list(p) for p in merged]
     return {**record, **extra}
+
+
+def located(record: dict[str, Any]) -> Located:
+    """The record's character offsets, words and text, for words as the text shows them;
+    all None where the row has no offsets (a slow tokenizer, or written before they
+    were stored) or they do not fit its tokens and text: the word views then merge
+    BERT's ``##`` pieces."""
+    offsets, words, text = record.get("offsets"), record.get("word_ids"), record.get("text")
+    tokens = record.get("tokens") or []
+    if offsets is None or words is None or text is None:
+        return None, None, None
+    fits = len(offsets) == 2 * len(tokens) and len(words) == len(tokens)
+    if not fits or any(not 0 <= o <= len(text) for o in offsets):
+        return None, None, None
+    return list(offsets), list(words), text
 
 
 def provenance(record: dict[str, Any], several: bool = False) -> dict[str, Any]:
@@ -65,6 +81,11 @@ def provenance(record: dict[str, Any], several: bool = False) -> dict[str, Any]:
             else f"{delta:.3g}" + ("" if gap is None else f" (relative {gap:.2g})")
         )
     windows = record.get("windows") or 1
+    fields["words"] = (
+        "as the text shows them (character offsets)"
+        if located(record)[0] is not None
+        else "wordpieces merged (no character offsets on this row)"
+    )
     if windows > 1:
         fields["windows"] = f"{windows} overlapping (prediction: mean of their logits)"
     fields.update(

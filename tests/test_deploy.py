@@ -263,7 +263,7 @@ def test_every_explainq_variable_is_a_setting():
 def test_the_commands_exist_in_the_project():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["producer"] == "producer.cli:main"
-    assert scripts["results"] == "db.cli:main"
+    assert scripts["results"] == "results.cli:main"
     from producer.cli import app as producer_app
     from results.cli import app as results_app
 

@@ -284,12 +284,13 @@ def test_methods_lists_what_a_batch_can_ask_for():
 
 
 def test_list_shows_a_document_explained_without_lig(filled):
-    """By default, each document's lig row, or its first row where it has no lig (a
-    batch run with --method saliency, say); --method picks one."""
+    """Over the whole corpus, each document's lig row by default, or its first row where
+    it has no lig (a batch run with --method saliency, say); within a batch, the batch's
+    lig (every document of a batch has its methods); --method picks one."""
     with session_scope(filled.url) as session:
         session.execute(delete(Explanation).where(
             Explanation.document_id == filled.ids["b"], Explanation.method == "lig"))  # fmt: skip
-    rows = {row["external_id"]: row for row in run_json("list", "--batch", filled.batch)}
+    rows = {row["external_id"]: row for row in run_json("list") if row["batch_id"] == filled.batch}
     assert rows["b"]["label"] == "negative"  # from its attention row, the first it has
     assert rows["b"]["top_tokens"] == top_words(TOKENS["b"], scores("b", "attention"))
     assert rows["a"]["top_tokens"] == top_words(TOKENS["a"], scores("a", "lig"))

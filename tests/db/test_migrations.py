@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 
-from db.models import Base, Explanation
+from db.models import Base, Explanation, QualityStat, Representation, TokenStat
 from db.session import alembic_config, get_engine, migrate, session_scope
 
 
@@ -85,6 +87,49 @@ def test_0004_retires_truncated_keeping_old_rows_facts_and_downgrades(fresh_data
     with get_engine(url).connect() as connection:
         rows = connection.execute(text("SELECT method, truncated FROM explanations")).all()
     assert {method: bool(flag) for method, flag in rows} == {"lig": False, "saliency": True}
+
+
+ROWS_0004 = (
+    *ROWS_0001[:3],
+    "INSERT INTO explanations (document_id, model_id, method, params_key, params, label,"
+    " confidence, probabilities, tokens, attributions, worker, device, timings, quality,"
+    " windows, created_at) VALUES (1, 1, 'lig', 'k', '{}', 'pos', 0.9, '{\"pos\": 0.9}',"
+    " '[\"[CLS]\", \"good\", \"film\", \"[SEP]\"]', '[0.0, 0.5, -0.25, 0.0]', 'w', 'cpu',"
+    ' \'{}\', \'{"comprehensiveness": 0.4, "sufficiency": 0.1,'
+    ' "random_comprehensiveness": 0.2, "random_sufficiency": 0.3}\', 1, CURRENT_TIMESTAMP)',
+    "INSERT INTO representations (document_id, model_id, vector, norm, created_at)"
+    " VALUES (1, 1, '[3.0, 4.0]', 5.0, CURRENT_TIMESTAMP)",
+)
+
+
+def test_0005_converts_a_database_written_before_in_place_and_back(fresh_database_url):
+    """Rows as the previous release wrote them (numbers as JSON text) come out of the
+    upgrade as the same numbers, with their batch and the aggregates computed from them;
+    the downgrade gives the JSON back."""
+    url = fresh_database_url
+    migrate(url, "0004")
+    with get_engine(url).begin() as connection:
+        for statement in ROWS_0004:
+            connection.execute(text(statement))
+    migrate(url)
+    with session_scope(url) as session:
+        (row,) = session.scalars(select(Explanation))
+        assert row.attributions == [0.0, 0.5, -0.25, 0.0] and row.batch_id == "b"
+        assert session.scalars(select(Representation.vector)).one() == [3.0, 4.0]
+        words = dict(session.execute(
+            select(TokenStat.word, TokenStat.total).where(TokenStat.scope == "b")
+        ).tuples().all())  # fmt: skip
+        assert words == {"good": 0.5, "film": -0.25}
+        (stat,) = session.scalars(select(QualityStat).where(QualityStat.scope == "*"))
+        assert (stat.rows, stat.comp_sum, stat.beats_comp, stat.beats_suff) == (1, 0.4, 1, 1)
+    command.downgrade(alembic_config(url), "0004")
+    with get_engine(url).connect() as connection:
+        scores, vector = connection.execute(text(
+            "SELECT e.attributions, r.vector FROM explanations e JOIN representations r"
+            " ON r.document_id = e.document_id"
+        )).one()  # fmt: skip
+    decode = lambda v: json.loads(v) if isinstance(v, str) else v  # noqa: E731
+    assert (decode(scores), decode(vector)) == ([0.0, 0.5, -0.25, 0.0], [3.0, 4.0])
 
 
 def test_sqlite_foreign_keys_are_back_on_after_migrating(tmp_path):

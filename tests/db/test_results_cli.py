@@ -33,7 +33,8 @@ EXPORT_KEYS = {
     "batch_id", "document_id", "text", "metadata", "status", "error", "model", "model_path",
     "model_sha256", "method", "params", "label", "confidence", "probabilities", "tokens",
     "attributions", "convergence_delta", "relative_gap", "steps", "truncated", "worker",
-    "device", "timings", "quality", "extra", "windows", "execution", "created_at",
+    "device", "timings", "quality", "extra", "windows", "execution", "offsets", "word_ids",
+    "created_at",
 }  # fmt: skip
 SPECIAL = {"[CLS]", "[SEP]", "[PAD]"}
 DOCS = [

@@ -108,8 +108,8 @@ def test_an_executable_is_refused_as_a_whole_in_every_format(write, name):
 
 @pytest.mark.parametrize("name", ["binary.jsonl", "binary.csv", "binary.txt"])
 def test_random_bytes_are_refused_as_a_whole(write, name):
-    path = write(name, random.Random(15).randbytes(20_000))
-    with pytest.raises(InputError, match=r"not a text file \(NUL bytes in the first 8 KiB\)"):
+    path = write(name, random.Random(15).randbytes(20_000))  # a NUL in 256 bytes: too few
+    with pytest.raises(InputError, match=r"not a text file \(\d+% of the bytes .* not valid UTF-8"):
         verdicts(path)
 
 
@@ -117,13 +117,20 @@ def test_random_bytes_are_refused_as_a_whole(write, name):
 def test_mostly_invalid_utf8_without_nul_is_refused_as_a_whole(write, name):
     junk = bytes(b or 1 for b in random.Random(15).randbytes(20_000))  # no NUL to go by
     path = write(name, junk)
-    with pytest.raises(InputError, match=r"not UTF-8 text \(\d+% of the bytes in the first 8 KiB"):
+    with pytest.raises(InputError, match=r"not a text file \(\d+% of the bytes in the first 8 KiB"):
         verdicts(path)
+
+
+def test_a_few_nul_lines_are_bad_lines_not_a_binary_file(write):
+    """A NUL or two among text is rejected line by line; a binary has them everywhere."""
+    path = write("few.txt", b"first line\nnul \x00 byte\n" + b"more text\n" * 20)
+    verdict = verdicts(path)
+    assert [v.line for v in verdict if isinstance(v, Rejected)] == [2]
 
 
 def test_a_legacy_8_bit_encoding_of_a_non_latin_script_is_refused(write):
     path = write("greek.txt", "Καλημέρα κόσμε, τι κάνεις σήμερα;\n".encode("iso-8859-7"))
-    with pytest.raises(InputError, match=rf"greek\.txt: not UTF-8 text .*; {TEXT_ONLY}$"):
+    with pytest.raises(InputError, match=rf"greek\.txt: not a text file .*; {TEXT_ONLY}$"):
         verdicts(path)
 
 

@@ -17,6 +17,7 @@ from db.models import Agreement, Batch, Document, Explanation, Representation, S
 from db.quality import METRICS
 from db.records import params_key
 from db.session import session_scope
+from db.words import merge_wordpieces
 from producer.submit import broker_app
 from tests.processes import BIN
 
@@ -81,6 +82,10 @@ def test_a_batch_with_four_methods_stores_everything_and_reads_back(system, writ
             for row in rows.values():
                 assert set(row.quality) == set(METRICS) and row.windows == 1
                 assert len(row.attributions) == len(row.tokens)
+                # the worker stores offsets and words: words as the text writes them
+                located = (row.offsets, row.words, doc.text)
+                merged = merge_wordpieces(row.tokens, row.attributions, *located)
+                assert [word for word, _ in merged] == doc.text.split()
             cls = rows["attention"].extra["cls_attention"]
             assert len(cls) == 2 and all(len(layer) == len(row.tokens) for layer in cls)
             assert rows["lig"].steps == 20 and rows["saliency"].steps is None

@@ -57,7 +57,10 @@ class Classifier:
             raise FileNotFoundError(f"{path}: not a Hugging Face checkpoint (no config.json)")
         device = torch.device(device)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path)
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
+            path, output_loading_info=True
+        )
+        refuse_random_weights(path, loading)
         model.to(device).eval().requires_grad_(False)
         config = model.config
         labels = [str(config.id2label[i]) for i in range(config.num_labels)]
@@ -181,13 +184,35 @@ class Classifier:
             self.model.set_attn_implementation(own)
 
 
+class RandomWeights(ValueError):
+    """A checkpoint whose outputs its files do not decide: weights the model needs are
+    missing and would be initialised at random on every load."""
+
+
+def refuse_random_weights(path: Path, loading: dict[str, Any]) -> None:
+    """Refuses a checkpoint that lacks weights the model needs (a plain ``BertModel``
+    saved without a classification head, say): two loads would predict differently under
+    one recorded hash, which defeats the audit record."""
+    missing = sorted(loading.get("missing_keys") or [])
+    if missing:
+        shown = ", ".join(missing[:4]) + (
+            f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+        )
+        raise RandomWeights(
+            f"{path}: weights missing from the checkpoint, which would be initialised at "
+            f"random on every load: {shown} (is it a sequence classifier, fine-tuned?)"
+        )
+
+
 def weights_sha256(path: Path) -> str:
-    """SHA-256 over the weight files in name order: the model's identity for audits."""
+    """SHA-256 over what decides the outputs, in name order: the weight files, and the
+    configuration that maps logits to labels (config.json): the model's identity for
+    audits."""
     digest = hashlib.sha256()
     files = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
     if not files:
         raise FileNotFoundError(f"{path}: no weight files ({', '.join(WEIGHT_SUFFIXES)})")
-    for file in files:
+    for file in [*files, path / "config.json"]:
         digest.update(file.name.encode())
         with file.open("rb") as handle:
             while chunk := handle.read(1 << 20):

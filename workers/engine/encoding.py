@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -49,6 +51,80 @@ def token_ids(classifier: Classifier, texts: Sequence[str]) -> list[list[int]]:
     tokenizer = classifier.tokenizer
     encoded = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)
     return [list(ids) for ids in encoded["input_ids"]]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One whole document's token ids (with special tokens) and where each token is in
+    its text: ``offsets`` flattened (start, end per token) and ``words``, the index of the
+    whitespace-delimited word (``\\S+``) each token belongs to, -1 for special tokens.
+    Both None when the tokenizer gives no offsets (a slow tokenizer).
+
+    Offsets are the token's characters in the text with surrounding whitespace trimmed
+    (as fast tokenizers trim them by default), so a word's text is its first token's
+    start to its last token's end. A token of whitespace only (byte-level BPE's ``Ġ`` or
+    ``Ċ`` alone) belongs to the word after it (the one before it at the end of the text)
+    and gets an empty span at that word's edge; special tokens get ``0, 0``."""
+
+    ids: list[int]
+    offsets: list[int] | None = None
+    words: list[int] | None = None
+
+
+WORD = re.compile(r"\S+")
+
+
+def encode_texts(classifier: Classifier, texts: Sequence[str]) -> list[Encoded]:
+    """Every text's whole token ids, with their character offsets and words where the
+    tokenizer is fast (one tokenizer call, as ``token_ids``); nothing is cut here."""
+    if not texts:
+        return []  # fast tokenizers fail on an empty batch
+    tokenizer = classifier.tokenizer
+    if not getattr(tokenizer, "is_fast", False):
+        return [Encoded(ids) for ids in token_ids(classifier, texts)]
+    encoded = tokenizer(
+        list(texts),
+        add_special_tokens=True,
+        truncation=False,
+        verbose=False,
+        return_offsets_mapping=True,
+    )
+    special = frozenset(tokenizer.all_special_ids)
+    return [
+        locate(list(ids), mapping, text, special)
+        for ids, mapping, text in zip(
+            encoded["input_ids"], encoded["offset_mapping"], texts, strict=True
+        )
+    ]
+
+
+def locate(
+    ids: list[int], mapping: Sequence[tuple[int, int]], text: str, special: frozenset[int]
+) -> Encoded:
+    """One document's ``Encoded`` from the tokenizer's offset mapping (see ``Encoded``)."""
+    spans = [(m.start(), m.end()) for m in WORD.finditer(text)]
+    starts = [start for start, _ in spans]
+    offsets: list[int] = []
+    words: list[int] = []
+    for token, (start, end) in zip(ids, mapping, strict=True):
+        if start == end == 0 and token in special:
+            offsets += (0, 0)
+            words.append(-1)
+            continue
+        piece = text[start:end]
+        trimmed = piece.lstrip()
+        start, end = start + len(piece) - len(trimmed), start + len(piece.rstrip())
+        word = bisect_right(starts, start) - 1  # the last word starting at or before it
+        if start >= end:  # whitespace alone (its start past its end once trimmed), or empty
+            if not spans:  # a text of whitespace only: no word to join
+                word, start = -1, 0
+            elif word < 0 or start >= spans[word][1]:  # between words: the next one's
+                word = min(word + 1, len(spans) - 1)  # (at the end of the text, the last's)
+                start = spans[word][0] if spans[word][0] >= start else spans[word][1]
+            end = start  # an empty span at that word's edge (or inside it)
+        offsets += (start, end)
+        words.append(word)
+    return Encoded(ids, offsets, words)
 
 
 def length_groups(

@@ -16,7 +16,7 @@ from workers.engine.batching import (
     free_accelerator_memory,
 )
 from workers.engine.classifier import Classifier
-from workers.engine.encoding import Group, Tokenized, length_groups, pad_group, token_ids
+from workers.engine.encoding import Group, Tokenized, encode_texts, length_groups, pad_group
 from workers.engine.methods import METHODS, params_for
 from workers.engine.results import DocumentExplanation, MethodResult, merge_windows
 from workers.engine.windows import mean_logits, split
@@ -52,12 +52,15 @@ def explain(
     ``{"n_steps": 32}``); the full set used is returned with each result. ``quality``
     adds the faithfulness figures of every method (``faithfulness``); agreement between
     methods is always computed. A document over ``min(max_tokens, model limit)`` tokens
-    is explained in overlapping windows (``windows``), never truncated.
+    is explained in overlapping windows (``windows``), never truncated. Each result
+    carries its tokens' character offsets and words in its text (``encoding.Encoded``;
+    None with a slow tokenizer).
     """
     options = options or ExecutionOptions()
     method_params = {name: params_for(name, params) for name in methods}
     started = time.perf_counter()
-    ids = token_ids(classifier, texts)
+    encoded = encode_texts(classifier, texts)  # ids, and each token's place in its text
+    ids = [e.ids for e in encoded]
     limit = min(options.max_tokens, classifier.max_length)
     windows = [w for doc, d in enumerate(ids) for w in split(doc, d, limit, options.window_stride)]
     tokenize_seconds = (time.perf_counter() - started) / max(len(texts), 1)
@@ -89,6 +92,8 @@ def explain(
         else:
             result = explained[doc_pieces[0]]
         result.timings["tokenize"] = tokenize_seconds
+        # the whole document's tokens (a windowed one's too): its whole offsets and words
+        result.offsets, result.words = encoded[doc].offsets, encoded[doc].words
         result.agreement = faithfulness.agreement(
             {name: m.attributions for name, m in result.methods.items()}
         )

@@ -25,10 +25,10 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 SLICE = 2000
-# JSON columns that become JSONB on PostgreSQL
+# JSON columns that become JSONB on PostgreSQL. Not documents.meta: JSONB cannot hold
+# \u0000, and the producer keeps a document's metadata verbatim.
 JSON_COLUMNS = {
     "batches": ("methods", "params"),
-    "documents": ("meta",),
     "models": ("labels", "info"),
     "explanations": (
         "params",
@@ -97,13 +97,11 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_explanations_batch_order", ["batch_id", "method", "confidence", "document_id"]
         )
+        batch_op.create_index("ix_explanations_batch_document", ["batch_id", "document_id"])
+        # top tokens read the aggregates now; the batch indexes cover label filters
+        batch_op.drop_index("ix_explanations_label")
     with op.batch_alter_table("documents") as batch_op:
         batch_op.create_index("ix_documents_batch_id", ["batch_id", "id"])
-    if postgres:
-        op.create_index("ix_documents_meta", "documents", ["meta"], postgresql_using="gin",
-                        postgresql_ops={"meta": "jsonb_path_ops"})  # fmt: skip
-    else:
-        op.create_index("ix_documents_meta", "documents", ["meta"])
 
     with op.batch_alter_table("representations") as batch_op:
         batch_op.add_column(sa.Column("list_id", sa.Integer(), nullable=True))
@@ -183,10 +181,11 @@ def downgrade() -> None:
         batch_op.drop_index("ix_representations_model")
         batch_op.create_index("ix_representations_model", ["model_id"])
         batch_op.drop_column("list_id")
-    op.drop_index("ix_documents_meta", table_name="documents")
     with op.batch_alter_table("documents") as batch_op:
         batch_op.drop_index("ix_documents_batch_id")
     with op.batch_alter_table("explanations") as batch_op:
+        batch_op.create_index("ix_explanations_label", ["label"])
+        batch_op.drop_index("ix_explanations_batch_document")
         batch_op.drop_index("ix_explanations_batch_order")
         batch_op.drop_column("words")
         batch_op.drop_column("offsets")

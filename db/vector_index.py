@@ -1,0 +1,427 @@
+"""An inverted-file (IVF) index of each model's pooled vectors, kept in the database
+itself, for ``results similar`` where no vector extension is installed.
+
+pgvector is not available on these machines (Debian 12's PostgreSQL has no package for
+it, and the standard library's sqlite3 cannot load extensions), so the index is plain
+tables: k-means centroids per model in ``vector_lists``, and on every representation
+``list_id``, the centroid nearest its vector (``ix_representations_model`` indexes
+``(model_id, list_id)``). ``pgvector_available`` only says whether a PostgreSQL server
+could have it; nothing here uses it.
+
+Building (``build``; ``results index``): the model's vectors are counted, ``lists``
+(about the square root of the count, capped) centroids are trained by spherical k-means
+(cosine: rows and centroids of unit length) on a seeded sample of at most
+``TRAIN_SAMPLE`` vectors, and every vector is then filed under its nearest centroid, in
+one transaction: readers see the old index or the new one, never half of each.
+
+Keeping up (``maintain``, which ``db.similar`` calls): vectors written after the build
+have ``list_id`` null (the workers' writes know nothing of the index) and every query
+scans them exactly, in addition to its lists, so they are always found. Once there are
+``ASSIGN_AT`` of them, the next query files them under the existing centroids (cheap:
+only they are read and written); when the model has grown so much that it wants twice
+the lists it has, or when it has no index at all, the index is trained again. That
+maintenance runs in its own transaction, at most one at a time per model on PostgreSQL
+(an advisory lock), and is best effort: when it cannot write, the query still answers,
+scanning more.
+
+Vectors travel as the raw float32 bytes of the column (``raw_vector``), which numpy reads
+with ``frombuffer``: no Python float per component.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+from sqlalchemy import (
+    ColumnElement,
+    LargeBinary,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    type_coerce,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from db.models import Document, Model, Representation, VectorList, utcnow
+
+EXACT_BELOW = 10_000  # at most this many vectors (of the model, or of the batch): exact
+# (an exact scan of 10,000 vectors takes about 0.2 s on PostgreSQL, of 20,000 about 0.35 s)
+MAX_LISTS = 4_096
+TRAIN_SAMPLE = 50_000  # vectors the centroids are trained on, at most
+ITERATIONS = 10  # Lloyd iterations
+SEED = 0
+MIN_PROBES = 8  # lists a query reads at least ...
+PROBE_SHARE = 1 / 64  # ... or this share of them, whichever is more
+ASSIGN_AT = 2_000  # unindexed vectors that a query files under the existing centroids
+SLICE = 10_000  # vectors per streamed fetch, and rows per UPDATE
+IN_SLICE = 900  # ids per IN (...) list
+DTYPE = np.dtype("<f4")  # db.arrays: float32, little-endian
+
+
+class Index(NamedTuple):
+    """A model's centroids: ``list_ids[i]`` names the row ``centroids[i]`` (unit length)."""
+
+    list_ids: np.ndarray
+    centroids: np.ndarray
+
+    @property
+    def lists(self) -> int:
+        return len(self.list_ids)
+
+
+def raw_vector() -> ColumnElement[bytes]:
+    """The vector column as its stored bytes (not the list that ``Float32Array`` makes)."""
+    return type_coerce(Representation.__table__.c.vector, LargeBinary)
+
+
+def as_matrix(blobs: Sequence[bytes], dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 rows from stored vectors, and which of ``blobs`` they are: those of
+    ``dim`` components (the first one's when not given); any other length is left out."""
+    if not blobs:
+        return np.zeros((0, dim or 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    width = 4 * (dim if dim is not None else len(blobs[0]) // 4)
+    joined = b"".join(blobs)
+    if len(joined) == width * len(blobs) and all(len(blob) == width for blob in blobs):
+        kept = np.arange(len(blobs))
+    else:  # a vector of another length (another model's?) cannot be compared
+        kept = np.asarray([i for i, blob in enumerate(blobs) if len(blob) == width], np.int64)
+        joined = b"".join(blobs[i] for i in kept)
+    matrix = np.frombuffer(joined, dtype=DTYPE).reshape(len(kept), width // 4)
+    return matrix.astype(np.float32, copy=False), kept
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (a zero row stays zero)."""
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return (rows / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)
+
+
+def target_lists(vectors: int) -> int:
+    """The lists for this many vectors: about their square root (at most MAX_LISTS)."""
+    return max(1, min(MAX_LISTS, round(math.sqrt(vectors))))
+
+
+def probes(lists: int) -> int:
+    """The lists a query reads first (more when filters leave too few candidates)."""
+    return min(lists, max(MIN_PROBES, math.ceil(lists * PROBE_SHARE)))
+
+
+# --- training -----------------------------------------------------------------------
+
+
+def nearest_centroid(rows: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of unit ``rows``: the index of the most similar centroid, and the cosine."""
+    out = np.empty(len(rows), dtype=np.int64)
+    best = np.empty(len(rows), dtype=np.float32)
+    step = max(1, (1 << 24) // max(1, len(centroids)))  # at most 64 MB of scores at once
+    for start in range(0, len(rows), step):
+        scores = rows[start : start + step] @ centroids.T
+        out[start : start + step] = np.argmax(scores, axis=1)
+        best[start : start + step] = scores[np.arange(len(scores)), out[start : start + step]]
+    return out, best
+
+
+def train(
+    sample: np.ndarray, lists: int, *, seed: int = SEED, iterations: int = ITERATIONS
+) -> np.ndarray:
+    """Spherical k-means: ``lists`` unit centroids for the unit rows of ``sample``,
+    started from distinct seeded rows; a list left empty is started again from the row
+    its centroid fits worst."""
+    rng = np.random.default_rng(seed)
+    lists = max(1, min(lists, len(sample)))
+    centroids = sample[np.sort(rng.choice(len(sample), lists, replace=False))].copy()
+    for _ in range(iterations):
+        assigned, fit = nearest_centroid(sample, centroids)
+        order = np.argsort(assigned, kind="stable")
+        counts = np.bincount(assigned, minlength=lists)
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        filled = counts > 0
+        sums = np.add.reduceat(sample[order], starts[filled], axis=0)
+        centroids[filled] = unit(sums)
+        empty = np.flatnonzero(~filled)
+        if len(empty):  # the worst-fitting rows start the empty lists again
+            centroids[empty] = sample[np.argsort(fit, kind="stable")[: len(empty)]]
+    return centroids
+
+
+# --- reading and writing the index ----------------------------------------------------
+
+
+def load(session: Session, model_id: int) -> Index | None:
+    """The model's centroids, or None when it has no index."""
+    rows = fetch(
+        session,
+        select(VectorList.list_id, type_coerce(VectorList.__table__.c.centroid, LargeBinary))
+        .where(VectorList.model_id == model_id)
+        .order_by(VectorList.list_id),
+    )
+    if not rows:
+        return None
+    centroids, kept = as_matrix([bytes(row[1]) for row in rows])
+    list_ids = np.asarray([rows[i][0] for i in kept], dtype=np.int64)
+    return Index(list_ids, unit(centroids))
+
+
+def count_at_most(session: Session, query: Select[Any], most: int) -> int:
+    """``count(*)`` of ``query``'s rows, counting no further than ``most`` + 1 (cheap
+    where the exact count of a large table would not be)."""
+    bounded = query.limit(most + 1).subquery()
+    return session.scalar(select(func.count()).select_from(bounded)) or 0
+
+
+def vector_count(session: Session, model_id: int) -> int:
+    query = select(func.count()).select_from(Representation)
+    return session.scalar(query.where(Representation.model_id == model_id)) or 0
+
+
+def model_vectors(model_id: int) -> Select[Any]:
+    return select(Representation.id).where(Representation.model_id == model_id)
+
+
+def batch_documents(batch: str) -> Select[Any]:
+    return select(Document.id).where(Document.batch_id == batch)
+
+
+def unindexed(model_id: int) -> Select[Any]:
+    return model_vectors(model_id).where(Representation.list_id.is_(None))
+
+
+def build(
+    session: Session, model_id: int, *, lists: int | None = None, seed: int = SEED
+) -> dict[str, Any]:
+    """(Re)builds the model's index in the caller's transaction; returns what it did:
+    vectors, lists, the rows whose list changed, seconds."""
+    started = time.perf_counter()
+    _lock(session, model_id, wait=True)
+    ids = np.asarray(session.scalars(model_vectors(model_id).order_by(Representation.id)).all())
+    n = len(ids)
+    wanted = max(1, min(lists or target_lists(n), n))
+    centroids = np.zeros((0, 0), dtype=np.float32)
+    if n:
+        rng = np.random.default_rng(seed)
+        chosen = np.sort(rng.choice(ids, min(n, TRAIN_SAMPLE), replace=False))
+        sample = unit(_vectors_by_id(session, chosen.tolist()))
+        centroids = train(sample, wanted, seed=seed)
+    changed = _file_all(session, model_id, centroids) if n else 0
+    session.execute(delete(VectorList).where(VectorList.model_id == model_id))
+    if len(centroids):
+        session.execute(
+            insert(VectorList),
+            [{"model_id": model_id, "list_id": i, "centroid": row.tolist(), "created_at": utcnow()}
+             for i, row in enumerate(centroids)],
+        )  # fmt: skip
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("ANALYZE representations"))  # the planner learns list_id
+    return {"model_id": model_id, "vectors": n, "lists": len(centroids), "changed": changed,
+            "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
+
+
+def build_models(
+    session: Session, *, model: str | None = None, lists: int | None = None
+) -> list[dict[str, Any]]:
+    """``results index``: builds the index of every model with vectors (or of those named
+    ``model``). A model with at most EXACT_BELOW vectors is searched exactly and gets
+    none (any it had is dropped), unless ``lists`` is given. LookupError for an unknown
+    model name."""
+    query = select(Model.id, Model.name).order_by(Model.id)
+    if model:
+        query = query.where(Model.name == model)
+    models = session.execute(query).all()
+    if model and not models:
+        known = sorted(set(session.scalars(select(Model.name))))
+        raise LookupError(f"no model named {model!r}; known: {', '.join(known) or 'none yet'}")
+    done = []
+    for model_id, name in models:
+        small = count_at_most(session, model_vectors(model_id), EXACT_BELOW) <= EXACT_BELOW
+        if small and lists is None:
+            session.execute(delete(VectorList).where(VectorList.model_id == model_id))
+            vectors = vector_count(session, model_id)
+            report = {"model_id": model_id, "vectors": vectors, "lists": 0, "changed": 0,
+                      "seconds": 0.0}  # fmt: skip
+        else:
+            report = build(session, model_id, lists=lists)
+        if report["vectors"] or model:
+            done.append({"model": name, **report, "search": "ivf" if report["lists"] else "exact"})
+    return done
+
+
+def assign(session: Session, model_id: int, index: Index) -> int:
+    """Files the model's unindexed vectors under their nearest existing centroid;
+    returns how many."""
+    rows = fetch(
+        session,
+        select(Representation.id, raw_vector()).where(
+            Representation.model_id == model_id, Representation.list_id.is_(None)
+        ),
+    )
+    if not rows:
+        return 0
+    matrix, kept = as_matrix([bytes(row[1]) for row in rows], index.centroids.shape[1])
+    nearest, _ = nearest_centroid(unit(matrix), index.centroids)
+    ids = np.asarray([rows[i][0] for i in kept], dtype=np.int64)
+    _write_lists(session, ids, index.list_ids[nearest])
+    return len(ids)
+
+
+def maintain(session: Session, model_id: int, index: Index | None) -> str | None:
+    """What ``similar`` does before an indexed query: builds the index when the model
+    has none or has outgrown it, files unindexed vectors once there are ASSIGN_AT of
+    them; in a transaction of its own, skipped when another process holds the model's
+    lock or the database refuses the write. Returns "built", "assigned" or None."""
+    from sqlalchemy.exc import DBAPIError
+
+    if index is not None and count_at_most(session, unindexed(model_id), ASSIGN_AT) < ASSIGN_AT:
+        return None
+    try:
+        with Session(session.get_bind()) as own, own.begin():
+            if not _lock(own, model_id, wait=False):
+                return None  # someone else is at it
+            current = load(own, model_id)
+            if current is not None:
+                total = vector_count(own, model_id)
+                if target_lists(total) < 2 * current.lists:
+                    return "assigned" if assign(own, model_id, current) else None
+            build(own, model_id)
+            return "built"
+    except DBAPIError:  # a read-only user, a locked SQLite file: answer anyway
+        return None
+
+
+def _lock(session: Session, model_id: int, *, wait: bool) -> bool:
+    """One index writer per model at a time: an advisory lock on PostgreSQL; on SQLite,
+    the database's one write lock, taken before anything is read (so that what is read
+    is what is written over)."""
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(update(VectorList).where(VectorList.id < 0).values(list_id=0))
+        return True
+    key = zlib.crc32(f"explainq.vector_index.{model_id}".encode())
+    if wait:
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        return True
+    return bool(session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": key}))
+
+
+def _vectors_by_id(session: Session, ids: Sequence[int]) -> np.ndarray:
+    blobs: list[bytes] = []
+    for start in range(0, len(ids), IN_SLICE):
+        chunk = ids[start : start + IN_SLICE]
+        query = select(raw_vector()).where(Representation.id.in_(chunk)).order_by(Representation.id)
+        blobs.extend(bytes(row[0]) for row in fetch(session, query))
+    return as_matrix(blobs)[0]
+
+
+def _file_all(session: Session, model_id: int, centroids: np.ndarray) -> int:
+    """Files every vector of the model under its nearest of ``centroids`` (list ids
+    0..n-1); returns how many rows changed list."""
+    every = select(Representation.id, Representation.list_id, raw_vector()).where(
+        Representation.model_id == model_id
+    )
+    ids: list[np.ndarray] = []
+    lists: list[np.ndarray] = []
+    for block in stream(session, every):
+        matrix, kept = as_matrix([bytes(row[2]) for row in block], centroids.shape[1])
+        nearest, _ = nearest_centroid(unit(matrix), centroids)
+        before = np.asarray([-1 if block[i][1] is None else block[i][1] for i in kept])
+        moved = nearest != before
+        ids.append(np.asarray([block[i][0] for i in kept], dtype=np.int64)[moved])
+        lists.append(nearest[moved])
+    if not ids:
+        return 0
+    all_ids, all_lists = np.concatenate(ids), np.concatenate(lists)
+    _write_lists(session, all_ids, all_lists)
+    return len(all_ids)
+
+
+def _write_lists(session: Session, ids: np.ndarray, lists: np.ndarray) -> None:
+    """``list_id`` of many rows: one statement per slice on PostgreSQL (unnest), one
+    executemany on SQLite; list by list, so that PostgreSQL, which writes a row's new
+    version where there is room (at the end of the table, once its pages are full),
+    leaves the rows of a list side by side: a query then reads a few pages per list,
+    not one per vector."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    order = np.lexsort((ids, lists))
+    ids, lists = ids[order], lists[order]
+    for start in range(0, len(ids), SLICE):
+        some_ids = ids[start : start + SLICE].tolist()
+        some_lists = lists[start : start + SLICE].tolist()
+        if postgres:
+            session.execute(
+                text(
+                    "UPDATE representations SET list_id = v.list_id FROM unnest("
+                    "CAST(:ids AS integer[]), CAST(:lists AS integer[])) AS v(id, list_id) "
+                    "WHERE representations.id = v.id"
+                ),
+                {"ids": some_ids, "lists": some_lists},
+            )
+        else:
+            session.connection().execute(
+                update(Representation.__table__)
+                .where(Representation.__table__.c.id == bindparam("row_id"))
+                .values(list_id=bindparam("new_list")),
+                [{"row_id": i, "new_list": k} for i, k in zip(some_ids, some_lists, strict=True)],
+            )
+
+
+def fetch(session: Session, statement: Select[Any]) -> list[Any]:
+    """The rows of ``statement``; on psycopg, in PostgreSQL's binary format (the vector
+    bytes as they are: half the bytes of hex text, and no decoding)."""
+    return next(iter(stream(session, statement, size=0)), [])
+
+
+def stream(session: Session, statement: Select[Any], size: int = SLICE) -> Iterable[list[Any]]:
+    """The rows of ``statement`` in lists of ``size`` (0: all at once), from a server-
+    side cursor in binary format on psycopg; elsewhere through SQLAlchemy."""
+    connection = session.connection()
+    dialect = connection.dialect
+    if dialect.name != "postgresql" or dialect.driver != "psycopg":
+        if not size:
+            yield session.execute(statement).all()
+            return
+        streamed = session.execute(statement.execution_options(yield_per=size))
+        yield from (list(rows) for rows in streamed.partitions(size))
+        return
+    compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    driver = connection.connection.driver_connection
+    named = {"name": f"explainq_vectors_{id(statement):x}"} if size else {}
+    with driver.cursor(binary=True, **named) as cursor:
+        cursor.execute(str(compiled), compiled.params)
+        if not size:
+            yield cursor.fetchall()
+            return
+        while rows := cursor.fetchmany(size):
+            yield rows
+
+
+def probe_order(index: Index, query: np.ndarray) -> list[int]:
+    """The list ids, the most similar centroid to ``query`` first."""
+    scores = index.centroids @ unit(query.reshape(1, -1).astype(np.float32))[0]
+    return index.list_ids[np.argsort(-scores, kind="stable")].tolist()
+
+
+def in_slices(values: Iterable[int], size: int = IN_SLICE) -> Iterable[list[int]]:
+    chunk: list[int] = []
+    for value in values:
+        chunk.append(value)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def pgvector_available(session: Session) -> bool:
+    """Whether the server could install pgvector (never on these machines; not used)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return False
+    query = text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
+    return session.scalar(query) is not None
