@@ -572,6 +572,7 @@ class Read:
     describe: Callable[[], str] | None = None  # the note, once the read has run
     prepare: Callable[[], None] | None = None  # untimed, once, before the first call
     prepared: bool = False
+    repeat: int | None = None  # timed calls, where not --repeat (the slow baselines)
 
     def ready(self) -> None:
         if self.prepare and not self.prepared:
@@ -644,8 +645,13 @@ def walk(url: str, batch: str, order: str, depth: int, limit: int) -> tuple[str 
 
 
 def reads(url: str, corpus: Corpus, depth: int, limit: int) -> list[Read]:
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import aliased
+
     from db import export, quality, queries, similar
     from db.listing import list_page
+    from db.models import Document, Explanation
+    from db.words import merge_wordpieces
     from results import views
 
     b, picks = corpus.batch, corpus.picks
@@ -710,6 +716,40 @@ def reads(url: str, corpus: Corpus, depth: int, limit: int) -> list[Read]:
 
         return call
 
+    def offset_page(batch: str) -> Callable[[Session, int], int]:
+        def call(s: Session, _i: int) -> int:
+            e = aliased(Explanation)
+            query = (select(Document, e).join(e, e.document_id == Document.id)
+                     .where(Document.batch_id == batch, e.method == corpus.method)
+                     .order_by(e.confidence.desc(), Document.id)
+                     .offset(depth * limit).limit(limit))  # fmt: skip
+            return len(s.execute(query).all())
+
+        return call
+
+    def scan_top(batch: str) -> Callable[[Session, int], int]:
+        def call(s: Session, _i: int) -> int:
+            query = select(Explanation.tokens, Explanation.attributions).where(
+                Explanation.batch_id == batch, Explanation.method == corpus.method,
+                Explanation.label == "positive")  # fmt: skip
+            totals: dict[str, float] = {}
+            for tokens, scores in s.execute(query.execution_options(yield_per=500)):
+                for word, score in merge_wordpieces(tokens, scores):
+                    totals[word.lower()] = totals.get(word.lower(), 0.0) + score
+            return len(totals)
+
+        return call
+
+    def scan_quality(batch: str) -> Callable[[Session, int], int]:
+        def call(s: Session, _i: int) -> int:
+            comp = Explanation.quality["comprehensiveness"].as_float()
+            figures = (func.count(), func.avg(comp), func.avg(comp * comp))
+            scoped = select(Explanation.method, *figures).where(Explanation.batch_id == batch)
+            query = scoped.group_by(Explanation.method)
+            return len(s.execute(query).all())
+
+        return call
+
     def top(batch: str | None) -> Callable[[Session, int], int]:
         return lambda s, _i: len(
             queries.top_tokens(s, label="positive", method=corpus.method, batch=batch)
@@ -742,6 +782,13 @@ def reads(url: str, corpus: Corpus, depth: int, limit: int) -> list[Read]:
         Read("top-tokens batch", top(b)),
         Read("quality all", summary(None)),
         Read("quality batch", summary(b)),
+        # The same answers the way the previous release read them, in the same run:
+        Read("baseline: list p1 -confidence by OFFSET, deep", offset_page(b), repeat=2,
+             note=f"OFFSET {depth * limit}: what --after replaces"),
+        Read("baseline: top-tokens batch by scanning its rows", scan_top(b), repeat=2,
+             note="every explanation of the batch read and merged"),
+        Read("baseline: quality batch by scanning its rows", scan_quality(b), repeat=2,
+             note="an aggregate over the batch's JSON quality"),
     ]  # fmt: skip
     return out
 
@@ -758,7 +805,7 @@ def run_read(url: str, read: Read, repeat: int, statements: Statements) -> Timed
     with statements.watching():
         first, rows = once(-1)
     counted = statements.count
-    times = [once(i)[0] for i in range(repeat)]
+    times = [once(i)[0] for i in range(read.repeat or repeat)]
     note = read.describe() if read.describe else read.note
     return Timed(read.name, first, times, counted, rows, note)
 

@@ -38,7 +38,13 @@ def export_rows(
     """One record per explanation, then one per FAILED document (which has none, so its
     explanation fields are null), keyed by ``EXPORT_FIELDS``; streamed."""
     require_batch(session, batch)
-    explained = select(Explanation, Document, Model).join(Document).join(Model)
+    # Columns, not ORM objects: a million rows are read at tens of thousands a second.
+    e, d, m = Explanation.__table__.c, Document.__table__.c, Model.__table__.c
+    explained = select(
+        *(e[COLUMNS.get(key, key)].label(key) for key in EXPLANATION_FIELDS),
+        e.created_at, d.batch_id, d.external_id, d.text, d.meta, d.error,
+        m.name.label("model"), m.path.label("model_path"), m.sha256.label("model_sha256"),
+    ).select_from(Explanation.__table__.join(Document.__table__).join(Model.__table__))  # fmt: skip
     failed = select(Document).where(Document.status == Status.FAILED).order_by(Document.id)
     if batch:  # along the (batch, document) index: the first record comes at once
         explained = explained.where(Explanation.batch_id == batch).order_by(
@@ -49,8 +55,8 @@ def export_rows(
         explained = explained.order_by(Explanation.id)
     if method:
         explained = explained.where(Explanation.method == method)
-    for exp, doc, model in stream(session, explained):
-        yield export_record(doc, exp, model)
+    for row in stream(session, explained):
+        yield _explained(row)
     for (doc,) in stream(session, failed):
         yield export_record(doc, None, None)
 
@@ -61,6 +67,18 @@ def document_records(session: Session, document: Document) -> list[dict[str, Any
     explained = session.execute(query.order_by(Explanation.id))
     records = [export_record(document, exp, model) for exp, model in explained]
     return records or [export_record(document, None, None)]
+
+
+def _explained(row: Any) -> dict[str, Any]:
+    """``export_record`` of an explanation read as columns."""
+    values = row._mapping
+    record = {key: values[key] for key in EXPORT_FIELDS if key in values}
+    record.update(
+        document_id=values["external_id"], metadata=values["meta"], status="done",
+        truncated=bool((values["execution"] or {}).get("truncated", False)),
+        created_at=iso(values["created_at"]),
+    )  # fmt: skip
+    return {key: record.get(key) for key in EXPORT_FIELDS}
 
 
 def export_record(doc: Document, exp: Explanation | None, model: Model | None) -> dict[str, Any]:

@@ -15,7 +15,8 @@ Cosine similarity of the pooled vectors, scored with numpy from the stored float
   vectors; while fewer than ``limit`` passed, twice as many lists are read again (and so
   on, to every list), so a filtered query still returns ``limit`` neighbours when they
   exist. A filter costs recall: the batch's nearest vectors are farther away, in lists
-  not always read (measured in the tests and in the report of issue 16). The index is
+  not always read (1,000,000 clustered vectors, 16 of 1,000 lists read: recall@10 0.98
+  unfiltered and within a batch of 27% of them, 0.91 within one of 3%). The index is
   built or kept up by the query itself when needed (``vector_index.maintain``), or ahead
   of time by ``results index``.
 

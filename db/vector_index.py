@@ -298,11 +298,13 @@ def maintain(session: Session, model_id: int, index: Index | None) -> str | None
 
 
 def _lock(session: Session, model_id: int, *, wait: bool) -> bool:
-    """One index writer per model at a time: an advisory lock on PostgreSQL; on SQLite,
-    the database's one write lock, taken before anything is read (so that what is read
-    is what is written over)."""
+    """One index writer per model at a time, and a write first of all: an UPDATE of no
+    row fails at once where the user or the database may not write (a replica, a
+    read-only grant) before any vector is read, and on SQLite takes the database's one
+    write lock (so that what is read is what is written over); on PostgreSQL, an
+    advisory lock per model besides. False: another process holds it (``wait=False``)."""
+    session.execute(update(VectorList).where(VectorList.id < 0).values(list_id=0))
     if session.get_bind().dialect.name != "postgresql":
-        session.execute(update(VectorList).where(VectorList.id < 0).values(list_id=0))
         return True
     key = zlib.crc32(f"explainq.vector_index.{model_id}".encode())
     if wait:
@@ -380,7 +382,10 @@ def fetch(session: Session, statement: Select[Any]) -> list[Any]:
 
 def stream(session: Session, statement: Select[Any], size: int = SLICE) -> Iterable[list[Any]]:
     """The rows of ``statement`` in lists of ``size`` (0: all at once), from a server-
-    side cursor in binary format on psycopg; elsewhere through SQLAlchemy."""
+    side cursor in binary format on psycopg (straight on the session's connection, in
+    its transaction, but unseen by SQLAlchemy's cursor events; for statements whose
+    parameters need no bind processing: numbers and strings); elsewhere through
+    SQLAlchemy."""
     connection = session.connection()
     dialect = connection.dialect
     if dialect.name != "postgresql" or dialect.driver != "psycopg":

@@ -1,5 +1,5 @@
-"""results: read the explanations in the database (list, show, quality, similar,
-top-tokens, export, methods)."""
+"""results: read the explanations in the database (list, show, quality, similar, index,
+top-tokens, export, batches, methods, migrate)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """`results similar` over a vector index, on SQLite and PostgreSQL: 30,000 pooled vectors
-(384 components, in clusters) written as the workers write them, searched through the
-inverted-file index against the exact answer computed here with numpy.
+in clusters, written as the workers write them, searched through the inverted-file
+index and checked against the exact answer computed here with numpy.
 
-Measured (seeded, so every run): recall@10 of the index against the exact scan 0.99
-over 200 queries on both backends, 8 of 173 lists read; within a batch of 3% of the
-documents, 1.0."""
+Measured (seeded: the same on every run and both backends): recall@10 of the index
+against the exact scan 0.995 over 100 queries, reading 8 of 173 lists; through the index
+within a batch of 3% of the documents (a filter that passes 1 vector in 33), 0.97."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from results.cli import app
 from tests.conftest import empty_database
 
 N = 30_000
-DIM = 384  # MiniLM-L6
+DIM = 128  # MiniLM-L6 has 384; fewer keep the test short (the benchmarks used 384)
 SMALL_SHARE = 0.03  # of the documents in the small batch
 QUERIES = 100
 
@@ -46,7 +46,7 @@ class Corpus:
     unit: np.ndarray | None = None  # the vectors scaled to length 1, once
 
     def exact(self, document_id: int, limit: int = 10, *, small: bool = False) -> list[int]:
-        """The true nearest documents by cosine (ties: the lower id), with numpy."""
+        """The true nearest documents by cosine, with numpy."""
         if self.unit is None:
             self.unit = self.vectors.astype(np.float64)
             self.unit /= np.linalg.norm(self.unit, axis=1, keepdims=True)
@@ -55,7 +55,9 @@ class Corpus:
         scores[i] = -np.inf  # not itself
         if small:
             scores[~self.batches] = -np.inf
-        return self.ids[np.lexsort((self.ids, -scores))[:limit]].tolist()
+        best = np.argpartition(-scores, limit)[:limit]  # random vectors: no ties
+        best = best[np.lexsort((self.ids[best], -scores[best]))]
+        return self.ids[best].tolist()
 
     def nearest(self, document_id: int, **options) -> dict:
         with session_scope(self.url) as session:
