@@ -7,7 +7,7 @@ Create Date: 2026-12-09 03:00:00.000000
 
 ``explanations.digest`` is back-filled for the rows already there (db.digest, as the
 writes compute it). ``seals`` and ``seal_rows`` hold each sealed batch's Merkle root and
-its rows in seal order. On PostgreSQL, row triggers refuse UPDATE and DELETE on
+its rows in seal order. On PostgreSQL, triggers refuse UPDATE, DELETE and TRUNCATE on
 ``explanations``, ``seals`` and ``seal_rows``; they are created last. A later migration
 that must change those tables' rows drops them first and creates them again after
 (``drop_append_only`` and ``create_append_only`` below, copied into it: a migration keeps
@@ -82,10 +82,16 @@ def create_append_only() -> None:
             f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
             "FOR EACH ROW EXECUTE FUNCTION explainq_append_only()"
         )
+        # TRUNCATE fires no row trigger: a statement trigger refuses it
+        op.execute(
+            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION explainq_append_only()"
+        )
 
 
 def drop_append_only() -> None:
     for table in APPEND_ONLY:
+        op.execute(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
         op.execute(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}")
     op.execute("DROP FUNCTION IF EXISTS explainq_append_only()")
 
