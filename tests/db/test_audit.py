@@ -201,6 +201,9 @@ def test_a_finished_batch_seals_to_one_line_and_again_to_the_same(audited):
     match = SEAL_LINE.match(line)
     assert match and match["batch"] == audited.batch and match["rows"] == "6", line
     assert seal(audited.batch) == line
+    with session_scope(audited.url) as session:  # a redelivered chunk: ON CONFLICT DO NOTHING
+        again = [record(audited.ids["a"], audited.model_id, m, 0) for m in ("lig", "saliency")]
+        assert save_explanations(session, again) == 0  # no UPDATE: the triggers let it be
     with session_scope(audited.url) as session:
         (stored,) = session.scalars(select(Seal)).all()
         rows = session.scalars(select(SealRow).order_by(SealRow.position)).all()
