@@ -31,11 +31,11 @@ def check_bundle(rows_path: Any, line: str) -> list[str]:
         return [str(error)]
     known = {*ROW_FIELDS, "row_id", "digest"}
     leaves: list[tuple[tuple[Any, ...], str]] = []
-    with open(rows_path, encoding="utf-8") as handle:
-        for number, text in enumerate(handle, 1):
+    with open(rows_path, "rb") as handle:  # lines end at b"\n" only, as written
+        for number, line_bytes in enumerate(handle, 1):
             where = f"rows.jsonl line {number}"
             try:
-                record = json.loads(text)
+                record = json.loads(line_bytes.decode("utf-8"))
                 name = (
                     f"{where} (row {record['row_id']}, document {record['document_id']}, "
                     f"method {record['method']})"
