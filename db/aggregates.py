@@ -146,17 +146,19 @@ def rebuild(bind: Session | Connection) -> None:
     session = bind if isinstance(bind, Session) else Session(bind=bind)
     for table in (TokenStat, QualityStat, AgreementStat):
         session.execute(table.__table__.delete())
+    # The columns counted, not the whole model: migration 0005 runs this on the table as
+    # it was then, without the columns added since.
     rows = (
-        select(Explanation, Document.text, Document.batch_id)
-        .join(Document)
+        select(*RECOUNTED, Document.text, Document.batch_id.label("document_batch"))
+        .join(Document, Document.id == Explanation.document_id)
         .order_by(Explanation.id)
     )
     batch: list[ExplanationRecord] = []
     texts: dict[int, str] = {}
     batches: dict[int, str | None] = {}
-    for exp, text, batch_id in session.execute(rows.execution_options(yield_per=1000)):
+    for exp in session.execute(rows.execution_options(yield_per=1000)):
         batch.append(_record(exp))
-        texts[exp.document_id], batches[exp.document_id] = text, batch_id
+        texts[exp.document_id], batches[exp.document_id] = exp.text, exp.document_batch
         if len(batch) >= 1000:
             count(session, batch, [], texts, batches)
             batch, texts = [], {}
@@ -178,7 +180,14 @@ def rebuild(bind: Session | Connection) -> None:
     session.flush()
 
 
-def _record(exp: Explanation) -> ExplanationRecord:
+RECOUNTED = (
+    Explanation.document_id, Explanation.model_id, Explanation.method, Explanation.label,
+    Explanation.confidence, Explanation.tokens, Explanation.attributions, Explanation.quality,
+    Explanation.offsets, Explanation.words,
+)  # fmt: skip
+
+
+def _record(exp: Any) -> ExplanationRecord:
     return ExplanationRecord(
         document_id=exp.document_id, model_id=exp.model_id, method=exp.method, params={},
         label=exp.label, confidence=exp.confidence, probabilities={}, tokens=exp.tokens,

@@ -13,6 +13,8 @@ def one_line(error: SQLAlchemyError) -> str:
     cause = error.orig if isinstance(error, DBAPIError) and error.orig else error
     first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
     lowered = first.lower()
+    if "append-only" in lowered:  # the triggers of migration 0006 refused a change
+        return f"database: {first}"
     if "no such table" in lowered or ("relation" in lowered and "does not exist" in lowered):
         return f"database: {first} ({MIGRATE_HINT})"
     if isinstance(error, OperationalError):

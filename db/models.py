@@ -145,6 +145,8 @@ class Explanation(Base):
         Index("ix_explanations_batch_document", "batch_id", "document_id"),  # export
         # keyset pages of a batch by confidence (`results list --order -confidence`)
         Index("ix_explanations_batch_order", "batch_id", "method", "confidence", "document_id"),
+        # a model's first and last use (`results models`): two probes, not a scan
+        Index("ix_explanations_model_created", "model_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -190,10 +192,48 @@ class Explanation(Base):
         doc="Settings of the run that change stored numbers: max_tokens, window_stride "
         "(part of the identity of a windowed document's rows) and quality.",
     )
+    digest: Mapped[str | None] = mapped_column(
+        String(64),
+        doc="SHA-256 over what the row asserts (db.digest), computed as it is written; "
+        "null only for a row written around db.writes, which `verify --integrity` names.",
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     document: Mapped[Document] = relationship(back_populates="explanations")
     model: Mapped[Model] = relationship()
+
+
+class Seal(Base):
+    """A finished batch's rows, sealed: the Merkle root of their digests (db.digest), how
+    many they were and when; one per batch. Append-only on PostgreSQL (triggers)."""
+
+    __tablename__ = "seals"
+    __table_args__ = (UniqueConstraint("batch_id", name="uq_seals_batch"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"))
+    root: Mapped[str] = mapped_column(String(64))
+    count: Mapped[int] = mapped_column(Integer)
+    algorithm: Mapped[str] = mapped_column(String(64), doc="db.digest.ALGORITHM")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SealRow(Base):
+    """One sealed row, in seal order: which explanation, of which document and method,
+    with which digest; what names a row removed or added since the seal."""
+
+    __tablename__ = "seal_rows"
+    __table_args__ = (
+        UniqueConstraint("seal_id", "explanation_id", name="uq_seal_rows_explanation"),
+    )
+
+    seal_id: Mapped[int] = mapped_column(ForeignKey("seals.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # no foreign key: the row may be gone, which is what the seal is there to say
+    explanation_id: Mapped[int] = mapped_column(Integer)
+    document_id: Mapped[int] = mapped_column(Integer)
+    method: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(64))
 
 
 class Representation(Base):

@@ -11,8 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from db.arrays import pack, unpack
+from db.digest import row_digest
 
 # Recorded with the parameters but derived by the worker from the model (already part of
 # a row's identity): a worker with another device must not make a second row.
@@ -96,9 +100,51 @@ class ExplanationRecord:
         return {
             **_shallow(self),
             "params_key": params_key(self.method, self.params, windowing),
+            # as the database will give them back: the digest is computed from these
+            "confidence": float(self.confidence),
+            "attributions": unpack(pack(self.attributions, "f"), "f"),
+            "convergence_delta": _finite_float(self.convergence_delta),
+            "relative_gap": _finite_float(self.relative_gap),
             "quality": finite(self.quality),
             "extra": finite(self.extra),
         }
+
+
+def _finite_float(value: float | None) -> float | None:
+    # SQLite stores NaN as NULL: unknown on every backend, so the digest reads back alike
+    return None if value is None else finite(float(value))
+
+
+def digest_content(
+    row: Mapping[str, Any], *, external_id: str, text: str, model_sha256: str
+) -> dict[str, Any]:
+    """What an explanation row asserts (``db.digest.ROW_FIELDS``), from its columns as
+    stored (``row``: an ``ExplanationRecord.columns()``, or a row read back), its
+    document's id and text and its model's weights hash."""
+    return {
+        "batch_id": row["batch_id"],
+        "doc": row["document_id"],
+        "document_id": external_id,
+        "text": text,
+        "model_sha256": model_sha256,
+        **{name: row[name] for name in _DIGESTED_COLUMNS},
+        "word_ids": row["words"],
+    }
+
+
+_DIGESTED_COLUMNS = (
+    "method", "params_key", "params", "label", "confidence", "probabilities", "tokens",
+    "attributions", "offsets", "quality", "extra", "convergence_delta", "relative_gap",
+    "steps", "windows", "execution", "worker", "device",
+)  # fmt: skip
+
+
+def explanation_digest(
+    row: Mapping[str, Any], *, external_id: str, text: str, model_sha256: str
+) -> str:
+    """The digest an explanation row carries (``explanations.digest``)."""
+    content = digest_content(row, external_id=external_id, text=text, model_sha256=model_sha256)
+    return row_digest(content)
 
 
 @dataclass(frozen=True)

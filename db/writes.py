@@ -1,5 +1,8 @@
 """The results' writes: a model's registration, and a chunk's records in one transaction.
 
+Every explanation is written with its digest (``db.digest``: tamper evidence), and never
+updated: on PostgreSQL, triggers refuse UPDATE and DELETE on it (migration 0006).
+
 Every write that a redelivered task may repeat is idempotent: explanations,
 representations and agreements are inserted with ON CONFLICT DO NOTHING on their identity
 (document x model x method x params; document x model; document x model x method pair),
@@ -19,7 +22,13 @@ from sqlalchemy.orm import Session
 from db import aggregates
 from db.models import Agreement, Document, Explanation, Model, Representation, utcnow
 from db.ownership import fail, finish
-from db.records import AgreementRecord, ChunkRecords, ExplanationRecord, RepresentationRecord
+from db.records import (
+    AgreementRecord,
+    ChunkRecords,
+    ExplanationRecord,
+    RepresentationRecord,
+    explanation_digest,
+)
 
 EXPLANATION_IDENTITY = ["document_id", "model_id", "method", "params_key"]
 AGREEMENT_IDENTITY = ["document_id", "model_id", "method_a", "method_b"]
@@ -50,22 +59,32 @@ def save_chunk(session: Session, records: ChunkRecords, task_id: str | None) -> 
 def save_explanations(
     session: Session, records: Sequence[ExplanationRecord], texts: Mapping[int, str] | None = None
 ) -> int:
-    """Inserts explanations, skipping any that already exist, and counts the new ones in
-    the aggregates (``texts`` by document: where their words are read); returns how many
-    were new."""
-    texts = dict(texts or {})
-    unknown = {r.document_id for r in records if r.batch_id is None or r.document_id not in texts}
-    if unknown:  # a caller other than the worker: the documents say
-        query = select(Document.id, Document.batch_id, Document.text).where(
-            Document.id.in_(unknown)
-        )
-        found = {doc_id: (batch_id, text) for doc_id, batch_id, text in session.execute(query)}
-        texts.update({doc_id: text for doc_id, (_, text) in found.items()})
-        records = [
-            replace(r, batch_id=found[r.document_id][0]) if r.batch_id is None else r
-            for r in records
-        ]
+    """Inserts explanations, each with its digest (``db.digest``), skipping any that
+    already exist, and counts the new ones in the aggregates (``texts`` by document:
+    where their words are read); returns how many were new."""
+    if not records:
+        return 0
+    # One query for the chunk's documents (their batch, the user's id and the text, which
+    # the digest covers) and one for its models' weights hashes.
+    query = select(Document.id, Document.batch_id, Document.external_id, Document.text).where(
+        Document.id.in_({r.document_id for r in records})
+    )
+    documents = {row.id: row for row in session.execute(query)}
+    model_ids = {r.model_id for r in records}
+    query_models = select(Model.id, Model.sha256).where(Model.id.in_(model_ids))
+    models = {row.id: row.sha256 for row in session.execute(query_models)}
+    texts = {doc_id: row.text for doc_id, row in documents.items()} | dict(texts or {})
+    records = [
+        replace(r, batch_id=documents[r.document_id].batch_id) if r.batch_id is None else r
+        for r in records
+    ]
     rows = [record.columns() for record in records]
+    for row in rows:
+        document = documents[row["document_id"]]
+        row["digest"] = explanation_digest(
+            row, external_id=document.external_id, text=document.text,
+            model_sha256=models[row["model_id"]],
+        )  # fmt: skip
     new = _insert_new(session, Explanation, rows, EXPLANATION_IDENTITY)
     fresh = [
         r for r, row in zip(records, rows, strict=True) if _key(row, EXPLANATION_IDENTITY) in new

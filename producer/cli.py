@@ -96,7 +96,7 @@ def submit_command(
     """
     from producer.params import batch_params
     from producer.readers import InputError
-    from producer.submit import NothingAccepted, NotSent, check_model, submit
+    from producer.submit import NothingAccepted, NotSent, check_model, submit, weights_note
 
     settings = _settings()
     methods = split_methods(method or [settings.method])
@@ -107,6 +107,9 @@ def submit_command(
         check_model(model or settings.model, settings)
     except (ValueError, FileNotFoundError) as error:
         raise _error(str(error)) from None
+    with _database():
+        if note := weights_note(model or settings.model, settings):
+            err.print(Text(note), soft_wrap=True)
     unsent: NotSent | None = None
     try:
         with _database():
@@ -135,8 +138,11 @@ def submit_command(
         )
     final: dict[str, int] = {}
     timed_out = False
+    seal: str | None = None
     if wait_ and not unsent:
-        final, timed_out = _follow(settings, result.batch_id, timeout)
+        final, timed_out, seal = _follow(settings, result.batch_id, timeout)
+        if seal:
+            err.print(Text(seal), soft_wrap=True)
     if as_json:
         summary = {
             "batch_id": result.batch_id,
@@ -144,6 +150,7 @@ def submit_command(
             "rejected": [r.__dict__ for r in result.rejected],
             "tasks": result.chunks,
             **({"status": final} if final else {}),
+            **({"seal": seal} if seal else {}),
         }
         typer.echo(json.dumps(summary))
     else:
@@ -164,9 +171,11 @@ def _print_rejections(rejected: list[Any], path: Path) -> None:
 
 def _follow(
     settings: Settings, batch_id: str, timeout: float | None
-) -> tuple[dict[str, int], bool]:
-    """Waits with a progress bar; prints why documents failed, grouped. Returns the final
-    counts by status name and whether it timed out."""
+) -> tuple[dict[str, int], bool, str | None]:
+    """Waits with a progress bar; prints why documents failed, grouped; seals the
+    finished batch. Returns the final counts by status name, whether it timed out, and
+    the seal line."""
+    from db.audit import SealRefused, seal_batch
     from db.batches import failure_reasons
     from db.models import Status
     from db.session import session_scope
@@ -177,7 +186,12 @@ def _follow(
             final = wait(settings.sqlalchemy_url, batch_id, timeout=timeout)
     except WaitTimeout as error:
         err.print(f"[red]timeout:[/] {error}; follow it with `producer status {batch_id}`")
-        return {}, True
+        return {}, True, None
+    try:  # finished: sealed, as `results seal` would (the same seal again if it was)
+        with _database(), session_scope(settings.sqlalchemy_url) as session:
+            seal = seal_batch(session, batch_id).line
+    except SealRefused as error:  # sealed before, and its rows changed since
+        raise _error(str(error)) from None
     if final_failed := final[Status.FAILED]:
         with _database(), session_scope(settings.sqlalchemy_url) as session:
             reasons = failure_reasons(session, batch_id)
@@ -185,7 +199,7 @@ def _follow(
         for reason, count in reasons:
             err.print(Text(f"  {count}: {reason}"), soft_wrap=True)
         err.print(f"details: `results list --batch {batch_id} --status failed`", soft_wrap=True)
-    return {status.value.lower(): count for status, count in final.items()}, False
+    return {status.value.lower(): count for status, count in final.items()}, False, seal
 
 
 @app.command("status")
@@ -225,17 +239,20 @@ def wait_command(
         None, min=0, help="Give up after this many seconds (0: look once)."
     ),
 ) -> None:
-    """Show progress until every document of BATCH is done or failed.
+    """Show progress until every document of BATCH is done or failed, then seal it and
+    print its seal line on stdout (keep it outside the database: docs/AUDIT.md).
 
-    Exit status: 0 all done; 1 no such batch; 4 some documents failed; 5 not finished
-    within --timeout.
+    Exit status: 0 all done; 1 no such batch, or sealed before with other rows; 4 some
+    documents failed; 5 not finished within --timeout.
     """
     from producer.progress import UnknownBatch
 
     try:
-        final, timed_out = _follow(_settings(), batch, timeout)
+        final, timed_out, seal = _follow(_settings(), batch, timeout)
     except UnknownBatch as error:
         raise _error(str(error)) from None
+    if seal:
+        typer.echo(seal)
     if timed_out:
         raise typer.Exit(EXIT_UNFINISHED)
     if final["failed"]:

@@ -10,7 +10,7 @@ from typing import Any
 from celery import Celery
 
 from contract.methods import split_methods
-from contract.model_path import resolve_model
+from contract.model_path import resolve_model, weights_sha256
 from contract.settings import Settings
 from contract.tasks import EXPLAIN_TASK, ChunkMessage, celery_config
 from db.batches import NewDocument, RejectedLine, create_batch
@@ -46,6 +46,35 @@ def check_model(spec: str, settings: Settings) -> None:
     path = resolve_model(spec, settings)  # FileNotFoundError names where it looked
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"model {spec!r}: {path} has no config.json (not a checkpoint)")
+
+
+def weights_note(spec: str, settings: Settings) -> str | None:
+    """One line when the weights under the model's name (as the workers name it: its
+    directory's) differ from the ones last used with that name; None when they are the
+    same, the name is new, or this machine cannot see the checkpoint. Hashed as the
+    workers hash it (contract.model_path.weights_sha256), only for a name seen before."""
+    from db.audit import last_weights
+
+    if not settings.check_model:
+        return None
+    try:
+        path = resolve_model(spec, settings)
+    except FileNotFoundError:
+        return None
+    with session_scope(settings.sqlalchemy_url) as session:
+        last = last_weights(session, path.name)
+    if last is None:
+        return None
+    try:
+        local = weights_sha256(path)
+    except OSError:  # no weight files: the workers refuse it, naming why
+        return None
+    if local == last:
+        return None
+    return (
+        f"note: model {path.name}: weights differ from the ones last used "
+        f"(sha256 {last[:12]}… → {local[:12]}…)"
+    )
 
 
 class NotSent(Exception):

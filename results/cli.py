@@ -1,5 +1,6 @@
 """results: read the explanations in the database (list, show, quality, similar, index,
-top-tokens, export, batches, methods, migrate)."""
+top-tokens, export, batches, methods, migrate), seal batches and check that nothing
+changed (seal, verify), and the models over time (models)."""
 
 from __future__ import annotations
 
@@ -306,15 +307,29 @@ def export_command(
     fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv."),
     batch: str | None = BATCH,
     method: str | None = typer.Option(None, help="Only this method."),
-    output: Path | None = typer.Option(None, "-o", "--output", help="File (default: stdout)."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="File (default: stdout); with --audit, a directory."
+    ),
+    audit: bool = typer.Option(
+        False,
+        "--audit",
+        help="An audit bundle of a sealed --batch in -o DIR: rows.jsonl, "
+        "seal.txt and verify.py (standard library only).",
+    ),
 ) -> None:
     """Export one record per explanation, and one per failed document.
 
     JSONL is byte-exact; CSV cells that a spreadsheet would run as a formula (starting
-    with =, +, -, @, tab or carriage return) are prefixed with a quote (OWASP)."""
+    with =, +, -, @, tab or carriage return) are prefixed with a quote (OWASP).
+
+    With --audit: the sealed batch's rows with their digests, its seal line, and a
+    verify.py that checks them against the seal line (docs/AUDIT.md)."""
     from db import export
     from results.output import write_csv, write_jsonl
 
+    if audit:
+        _export_audit(batch, output, fmt, method)
+        return
     if fmt not in ("jsonl", "csv"):
         raise _fail(f"unknown format {fmt!r}; use jsonl or csv")
     try:
@@ -333,6 +348,110 @@ def export_command(
     if output:
         handle.close()
         Console(stderr=True).print(Text(f"{count} records written to {output}"), soft_wrap=True)
+
+
+def _export_audit(batch: str | None, output: Path | None, fmt: str, method: str | None) -> None:
+    from db.audit import audit_rows, find_seal
+    from db.bundle import write_bundle
+    from db.queries import require_batch
+
+    if not batch or not output:
+        raise _fail("--audit needs --batch BATCH and -o DIR")
+    if method or fmt != "jsonl":
+        raise _fail("--audit exports every row of the batch as JSON lines: no --method or --format")
+    if output.exists() and not output.is_dir():
+        raise _fail(f"--audit writes a directory: {output} is a file")
+    try:
+        with _session() as session:
+            require_batch(session, batch)
+            seal = find_seal(session, batch)
+            if seal is None:
+                raise _fail(f"batch {batch} is not sealed: `results seal {batch}` first")
+            count = write_bundle(output, audit_rows(session, batch), seal.line)
+    except OSError as error:
+        raise _fail(f"cannot write {output}: {error.strerror or error}") from None
+    Console(stderr=True).print(
+        Text(f"{count} rows, seal.txt and verify.py written to {output}; check them with "
+             f"`python3 {output / 'verify.py'}`"),
+        soft_wrap=True,
+    )  # fmt: skip
+
+
+@app.command("seal")
+def seal_command(
+    batch: str = typer.Argument(..., help="A finished batch."), as_json: bool = JSON_FLAG
+) -> None:
+    """Seal a finished BATCH and print its seal line: keep it outside the database.
+
+    The seal is the Merkle root of the batch's rows' digests, their count and the time;
+    sealing again prints the same line, or fails when the rows no longer give it.
+    `producer wait` and `submit --wait` seal a batch when it finishes."""
+    from dataclasses import asdict
+
+    from db.audit import seal_batch
+
+    with _session() as session:
+        seal = seal_batch(session, batch)
+    if as_json:
+        echo_json({**asdict(seal), "line": seal.line})
+    else:
+        typer.echo(seal.line)
+
+
+@app.command("verify")
+def verify_command(
+    doc: str | None = typer.Argument(None, help="Replay a document (not built yet)."),
+    integrity: bool = typer.Option(
+        False, "--integrity", help="Recompute every row's digest and every seal's root."
+    ),
+    batch: str | None = BATCH,
+    seal: str | None = typer.Option(
+        None,
+        "--seal",
+        help="A seal line kept outside the database, checked too "
+        '("explainq-seal v1 batch=... rows=... root=... at=...").',
+    ),
+    as_json: bool = JSON_FLAG,
+) -> None:
+    """Check that nothing changed: with --integrity, every row's content against its
+    digest, every sealed batch against its seal (rows changed, added or removed).
+
+    Exit status 0 when everything matches, 1 with one line per problem."""
+    from db.audit import verify_integrity
+
+    if doc is not None or not integrity:
+        raise _fail("replay (`results verify DOC`) is not built yet; `results verify "
+                    "--integrity [--batch B]` checks the stored rows")  # fmt: skip
+    with _session() as session:
+        report = verify_integrity(session, batch=batch, line=seal)
+    if as_json:
+        echo_json(report.as_json())
+    else:
+        for problem in report.problems:
+            typer.echo(problem.message)
+        sealed = len(report.sealed_batches)
+        summary = (
+            f"{report.rows} rows checked, {sealed} sealed batch{'' if sealed == 1 else 'es'}: "
+        )
+        summary += "intact" if report.intact else f"{len(report.problems)} problems"
+        Console(stderr=True).print(Text(summary), soft_wrap=True)
+    if not report.intact:
+        raise typer.Exit(1)
+
+
+@app.command("models")
+def models_command(as_json: bool = JSON_FLAG) -> None:
+    """Every model that explained something, each version of a name's weights apart:
+    weights hash, labels, first and last use, explanations made."""
+    from db.audit import model_usage
+    from results import render
+
+    with _session() as session:
+        rows = model_usage(session)
+    if as_json:
+        echo_json(rows)
+    else:
+        _out().print(render.models_table(rows))
 
 
 @app.command("batches")

@@ -198,3 +198,29 @@ def batches_table(rows: Sequence[Mapping[str, Any]]) -> Table:
         )
         table.add_row(Text(f"  {about}", style="dim"), end_section=True)
     return table
+
+
+def models_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """``results models``: each model row (a name's weights, one version each), its
+    weights hash cut to 12, first and last use and explanations made; under it, dim, its
+    labels and path. Fits in 80 columns."""
+    table = Table(title="models", title_justify="left", box=None, padding=(0, 1, 0, 0),
+                  show_edge=False, caption="sha256: weights and config.json, first 12",
+                  caption_justify="left")  # fmt: skip
+    table.add_column("name · labels · path", no_wrap=True, overflow="ellipsis", max_width=22)
+    table.add_column("sha256", no_wrap=True)
+    table.add_column("first used", no_wrap=True)
+    table.add_column("last used", no_wrap=True)
+    table.add_column("explained", justify="right", no_wrap=True)
+    for row in rows:
+        table.add_row(
+            row["name"],
+            row["sha256"][:12],
+            *(str(row[key] or "—")[:16].replace("T", " ") for key in ("first_used", "last_used")),
+            f"{row['explanations']:,}",
+        )
+        about = f"{', '.join(map(str, row['labels']))} · {row['path']}"
+        table.add_row(Text(f"  {about}", style="dim"), end_section=True)
+    if not rows:
+        table.add_row("no model has explained anything yet")
+    return table

@@ -25,7 +25,7 @@ def imported_after(statement: str) -> set[str]:
          {"producer", "workers", "db", "results", "torch", "celery", "sqlalchemy"}),
         # the data layer: only the contract below it
         ("import db.models, db.writes, db.ownership, db.batches, db.queries, db.quality, "
-         "db.similar, db.session, db.records, db.errors",
+         "db.similar, db.session, db.records, db.errors, db.audit, db.bundle, db.digest",
          {"producer", "workers", "results", "torch", "celery"}),
         # the read side never needs the workers
         ("import results.cli, results.render, results.render_methods, results.views",

@@ -139,3 +139,42 @@ def test_sqlite_foreign_keys_are_back_on_after_migrating(tmp_path):
     migrate(url)
     with get_engine(url).connect() as connection:
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_0006_digests_the_rows_already_there_and_makes_them_append_only(fresh_database_url):
+    """Rows written before 0006 get their digest (the writes' own computation), verify
+    as intact; on PostgreSQL an UPDATE is refused after it and allowed after the
+    downgrade, which drops the triggers, the seals and the column."""
+    from sqlalchemy.exc import DBAPIError
+
+    from db.audit import seal_batch, verify_integrity
+    from db.records import explanation_digest
+
+    url = fresh_database_url
+    postgres = url.startswith("postgresql")
+    migrate(url, "0004")
+    with get_engine(url).begin() as connection:
+        for statement in ROWS_0004:
+            connection.execute(text(statement))
+    migrate(url)
+    with session_scope(url) as session:
+        (row,) = session.scalars(select(Explanation))
+        columns = {c.name: getattr(row, c.name) for c in Explanation.__table__.columns}
+        assert row.digest == explanation_digest(columns, external_id="x", text="t",
+                                                model_sha256="h")  # fmt: skip
+        assert verify_integrity(session).intact
+        assert seal_batch(session, "b").rows == 1
+    update = text("UPDATE explanations SET label = 'neg'")
+    if postgres:
+        try:
+            with get_engine(url).begin() as connection:
+                connection.execute(update)
+            raise AssertionError("the UPDATE was not refused")
+        except DBAPIError as error:
+            assert "explanations is append-only: UPDATE refused" in str(error)
+    command.downgrade(alembic_config(url), "0005")
+    tables = set(inspect(get_engine(url)).get_table_names())
+    assert not {"seals", "seal_rows"} & tables
+    assert "digest" not in {c["name"] for c in inspect(get_engine(url)).get_columns("explanations")}
+    with get_engine(url).begin() as connection:
+        assert connection.execute(update).rowcount == 1

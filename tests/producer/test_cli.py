@@ -243,3 +243,55 @@ def test_help_shows_no_value_after_a_flag(cli, args):
     assert "<bool>" not in result.output
     if len(args) > 1:
         assert "--json" in result.output
+
+
+def test_submit_notes_weights_that_differ_from_the_ones_last_used(producer, doc):
+    """Hashed as the workers hash it (without torch); one line when the weights under
+    the model's name are not the ones last used with it, none when they are."""
+    from contract.model_path import weights_sha256
+    from db.writes import register_model
+
+    (producer.model / "model.safetensors").write_bytes(b"new weights")
+    local = weights_sha256(producer.model)
+    assert "note:" not in submit(doc).stderr  # a name never used: nothing to compare
+
+    def used(sha256: str) -> None:
+        with session_scope(producer.url) as session:
+            register_model(session, name="tiny", path=str(producer.model), sha256=sha256,
+                           labels=["negative", "positive"], info={})  # fmt: skip
+
+    used("ab" * 32)
+    result = submit(doc)
+    assert result.exit_code == EXIT_UNFINISHED, result.output
+    assert result.stderr.splitlines()[0] == (
+        f"note: model tiny: weights differ from the ones last used (sha256 abababababab… → "
+        f"{local[:12]}…)"
+    )
+    used(local)  # the latest registered: these weights are the ones last used
+    assert "note:" not in submit(doc).stderr
+
+
+def test_wait_seals_a_finished_batch_and_prints_its_seal_line(producer):
+    from db.batches import NewDocument, create_batch
+    from db.ownership import finish
+    from db.records import ExplanationRecord
+    from db.writes import register_model, save_explanations
+
+    with session_scope(producer.url) as session:
+        model = register_model(session, name="tiny", path="/m", sha256="ab" * 32,
+                               labels=["negative", "positive"], info={})  # fmt: skip
+        batch, made = create_batch(session, source="s", model="tiny", methods=["lig"],
+                                   params={}, documents=[NewDocument("a", 1, "good", {})],
+                                   rejections=[])  # fmt: skip
+        save_explanations(session, [ExplanationRecord(
+            document_id=made[0][0], model_id=model, method="lig", params={}, label="positive",
+            confidence=0.9, probabilities={"positive": 0.9}, tokens=["good"],
+            attributions=[0.5], worker="w", device="cpu",
+        )])  # fmt: skip
+        finish(session, [made[0][0]])
+    waited = runner.invoke(producer_app, ["wait", batch], catch_exceptions=False)
+    assert waited.exit_code == 0, waited.output
+    line = waited.stdout.strip()
+    assert line.startswith(f"explainq-seal v1 batch={batch} rows=1 root=")
+    again = runner.invoke(results_app, ["seal", batch], catch_exceptions=False)
+    assert again.stdout.strip() == line

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,11 +17,10 @@ import transformers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from contract.model_path import weights_sha256
 from workers.engine import first_token
 
 hf_logging.disable_progress_bar()  # worker logs are no place for progress bars
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 @dataclass
@@ -202,19 +200,3 @@ def refuse_random_weights(path: Path, loading: dict[str, Any]) -> None:
             f"{path}: weights missing from the checkpoint, which would be initialised at "
             f"random on every load: {shown} (is it a sequence classifier, fine-tuned?)"
         )
-
-
-def weights_sha256(path: Path) -> str:
-    """SHA-256 over what decides the outputs, in name order: the weight files, and the
-    configuration that maps logits to labels (config.json): the model's identity for
-    audits."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
-    if not files:
-        raise FileNotFoundError(f"{path}: no weight files ({', '.join(WEIGHT_SUFFIXES)})")
-    for file in [*files, path / "config.json"]:
-        digest.update(file.name.encode())
-        with file.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()
