@@ -97,29 +97,34 @@ def test_the_periodic_sweeper_sends_documents_that_were_never_enqueued(deploymen
     assert counts["duplicate_rows"] == 0 and counts["failed"] == 0
 
 
+# One chunk of SLOW long documents at 1024 fixed steps: it runs for tens of seconds, many
+# times EXPLAINQ_STALE_AFTER, on a quiet 2-core machine (and under load, for minutes).
+SLOW = 16
+
+
 def test_the_sweeper_leaves_a_chunk_that_is_still_running_alone(deployment, write):
     """A chunk that runs for several EXPLAINQ_STALE_AFTER is kept fresh by its worker's
     heartbeat: the sweeper does not re-send it, so the idle second worker never claims it
     and every document is attempted once (without the heartbeat, both would be false)."""
     stale_after = 3  # seconds; the queue's own latency stays well under it
     deployment.env |= {"EXPLAINQ_SWEEP_INTERVAL": "1", "EXPLAINQ_STALE_AFTER": str(stale_after),
-                       "EXPLAINQ_N_STEPS": "1024", "EXPLAINQ_CHUNK_SIZE": "48"}  # fmt: skip
+                       "EXPLAINQ_N_STEPS": "1024", "EXPLAINQ_CHUNK_SIZE": str(SLOW)}  # fmt: skip
     deployment.start_worker("busy", "--beat", f"--schedule={deployment.home / 'beat'}")
     deployment.start_worker("idle")
     time.sleep(stale_after)  # both pools have loaded the model and swept once
     text = "the film is strictly routine and the actors seem bored by it . " * 16
-    path = write("slow.txt", "".join(f"{i} {text}\n" for i in range(48)))
+    path = write("slow.txt", "".join(f"{i} {text}\n" for i in range(SLOW)))
     started = time.monotonic()
-    summary = deployment.submit(path)  # one chunk of 48: one worker runs it, one idles
+    summary = deployment.submit(path)  # one chunk: one worker runs it, one idles
     seconds = time.monotonic() - started
     assert seconds > 2 * stale_after, f"the chunk took {seconds:.1f} s: too short a test"
     counts = accounting(deployment, summary["batch_id"])
-    assert (counts["done"], counts["duplicate_rows"]) == (48, 0), counts
+    assert (counts["done"], counts["duplicate_rows"]) == (SLOW, 0), counts
     with session_scope(deployment.url) as session:
         attempts = session.scalars(
             select(Document.attempts).where(Document.batch_id == summary["batch_id"])
         ).all()
-    assert attempts == [1] * 48
+    assert attempts == [1] * SLOW
     logs = "".join((deployment.home / f"{name}.log").read_text() for name in ("busy", "idle"))
     assert "sweeper re-sent" not in logs
 
@@ -129,24 +134,24 @@ def test_a_copy_of_a_running_chunk_is_skipped_not_computed_twice(deployment, wri
     message that waited in the queue past EXPLAINQ_STALE_AFTER, say) reaches the idle
     second worker, which skips the documents the first run owns: every document is
     attempted and computed once (before task owners, the copy ran them all again)."""
-    deployment.env |= {"EXPLAINQ_N_STEPS": "1024", "EXPLAINQ_CHUNK_SIZE": "48"}
+    deployment.env |= {"EXPLAINQ_N_STEPS": "1024", "EXPLAINQ_CHUNK_SIZE": str(SLOW)}
     deployment.start_worker("first")
     deployment.start_worker("second")
     text = "the film is strictly routine and the actors seem bored by it . " * 16
-    batch_id = submit(deployment, write("slow.txt", "".join(f"{i} {text}\n" for i in range(48))))
+    batch_id = submit(deployment, write("slow.txt", "".join(f"{i} {text}\n" for i in range(SLOW))))
     in_batch = select(Document.id).where(Document.batch_id == batch_id)
     deadline = time.monotonic() + 60
-    while (counts := accounting(deployment, batch_id))["running"] < 48:
+    while (counts := accounting(deployment, batch_id))["running"] < SLOW:
         assert time.monotonic() < deadline and counts["done"] == 0, counts
         time.sleep(0.2)
     with session_scope(deployment.url) as session:
         ids = sorted(session.scalars(in_batch))
     broker_app(deployment.settings).send_task(EXPLAIN_TASK, args=[batch_id, ids])
-    wait_for(deployment, batch_id, 48, timeout=240)
+    wait_for(deployment, batch_id, SLOW, timeout=240)
     counts = accounting(deployment, batch_id)
-    assert (counts["done"], counts["duplicate_rows"]) == (48, 0), counts
+    assert (counts["done"], counts["duplicate_rows"]) == (SLOW, 0), counts
     with session_scope(deployment.url) as session:
         attempts = session.scalars(select(Document.attempts).where(Document.id.in_(ids))).all()
-    assert attempts == [1] * 48
+    assert attempts == [1] * SLOW
     logs = [(deployment.home / f"{name}.log").read_text() for name in ("first", "second")]
     assert sum(log.count("{'done': 0, 'failed': 0}") for log in logs) == 1, "copy not skipped"

@@ -1,0 +1,117 @@
+"""The auditor's verbs: seal a batch, check that nothing changed since, the models over
+time, and the audit bundle of ``results export --audit`` (docs/AUDIT.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from results.app import BATCH, JSON_FLAG, app, console, fail, reading
+from results.output import echo_json
+
+
+def export_audit(batch: str | None, output: Path | None, fmt: str, method: str | None) -> None:
+    from db.audit import audit_rows, find_seal
+    from db.bundle import write_bundle
+    from db.queries import require_batch
+
+    if not batch or not output:
+        raise fail("--audit needs --batch BATCH and -o DIR")
+    if method or fmt != "jsonl":
+        raise fail("--audit exports every row of the batch as JSON lines: no --method or --format")
+    if output.exists() and not output.is_dir():
+        raise fail(f"--audit writes a directory: {output} is a file")
+    try:
+        with reading() as session:
+            require_batch(session, batch)
+            seal = find_seal(session, batch)
+            if seal is None:
+                raise fail(f"batch {batch} is not sealed: `results seal {batch}` first")
+            count = write_bundle(output, audit_rows(session, batch), seal.line)
+    except OSError as error:
+        raise fail(f"cannot write {output}: {error.strerror or error}") from None
+    Console(stderr=True).print(
+        Text(f"{count} rows, seal.txt and verify.py written to {output}; check them with "
+             f"`python3 {output / 'verify.py'}`"),
+        soft_wrap=True,
+    )  # fmt: skip
+
+
+@app.command("seal")
+def seal_command(
+    batch: str = typer.Argument(..., help="A finished batch."), as_json: bool = JSON_FLAG
+) -> None:
+    """Seal a finished BATCH and print its seal line: keep it outside the database.
+
+    The seal is the Merkle root of the batch's rows' digests, their count and the time;
+    sealing again prints the same line, or fails when the rows no longer give it.
+    `producer wait` and `submit --wait` seal a batch when it finishes."""
+    from dataclasses import asdict
+
+    from db.audit import seal_batch
+
+    with reading() as session:
+        seal = seal_batch(session, batch)
+    if as_json:
+        echo_json({**asdict(seal), "line": seal.line})
+    else:
+        typer.echo(seal.line)
+
+
+@app.command("verify")
+def verify_command(
+    doc: str | None = typer.Argument(None, help="Replay a document (not built yet)."),
+    integrity: bool = typer.Option(
+        False, "--integrity", help="Recompute every row's digest and every seal's root."
+    ),
+    batch: str | None = BATCH,
+    seal: str | None = typer.Option(
+        None,
+        "--seal",
+        help="A seal line kept outside the database, checked too "
+        '("explainq-seal v1 batch=... rows=... root=... at=...").',
+    ),
+    as_json: bool = JSON_FLAG,
+) -> None:
+    """Check that nothing changed: with --integrity, every row's content against its
+    digest, every sealed batch against its seal (rows changed, added or removed).
+
+    Exit status 0 when everything matches, 1 with one line per problem."""
+    from db.audit import verify_integrity
+
+    if doc is not None or not integrity:
+        raise fail("replay (`results verify DOC`) is not built yet; `results verify "
+                    "--integrity [--batch B]` checks the stored rows")  # fmt: skip
+    with reading() as session:
+        report = verify_integrity(session, batch=batch, line=seal)
+    if as_json:
+        echo_json(report.as_json())
+    else:
+        for problem in report.problems:
+            typer.echo(problem.message)
+        sealed = len(report.sealed_batches)
+        summary = (
+            f"{report.rows} rows checked, {sealed} sealed batch{'' if sealed == 1 else 'es'}: "
+        )
+        summary += "intact" if report.intact else f"{len(report.problems)} problems"
+        Console(stderr=True).print(Text(summary), soft_wrap=True)
+    if not report.intact:
+        raise typer.Exit(1)
+
+
+@app.command("models")
+def models_command(as_json: bool = JSON_FLAG) -> None:
+    """Every model that explained something, each version of a name's weights apart:
+    weights hash, labels, first and last use, explanations made."""
+    from db.audit import model_usage
+    from results import render
+
+    with reading() as session:
+        rows = model_usage(session)
+    if as_json:
+        echo_json(rows)
+    else:
+        console().print(render.models_table(rows))
