@@ -151,8 +151,9 @@ def _index_for(
     if maintain and vector_index.maintain(session, model_id, index):
         index = vector_index.load(session, model_id)
     if index is not None and batch:
-        count = vector_index.count_at_most(session, vector_index.batch_documents(batch), small)
-        if count <= small:
+        few = vector_index.EXACT_BATCH_BELOW
+        count = vector_index.count_at_most(session, vector_index.batch_documents(batch), few)
+        if count <= few:
             return None  # the batch's vectors are few: read them all
     return index
 

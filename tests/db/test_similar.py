@@ -141,6 +141,7 @@ def test_within_a_batch_returns_limit_neighbours_all_from_it(corpus, monkeypatch
     assert [n["id"] for n in exact["neighbours"]] == corpus.exact(doc, small=True)
     # ... and through the index, 1 vector in 33 passes the filter: lists are read on
     monkeypatch.setattr(vector_index, "EXACT_BELOW", 100)
+    monkeypatch.setattr(vector_index, "EXACT_BATCH_BELOW", 100)
     queries = np.random.default_rng(2).choice(corpus.ids, 20, replace=False)
     for doc_id in queries[:5].tolist():
         result = corpus.nearest(doc_id, limit=25, batch=corpus.small, maintain=False)
