@@ -1,170 +1,31 @@
-"""Tamper evidence in the database: sealing a finished batch, checking every row against
-its digest and every sealed batch against its seal, the rows of an audit bundle, and the
-models over time.
+"""Checking the record: every row against its digest, every sealed batch against its
+seal (and a seal line kept outside the database), and the rows of an audit bundle.
 
 The definitions (digest, Merkle root, seal line) are ``db.digest``'s; the digests are
-computed as rows are written (``db.writes``). A seal is computed from the rows' stored
-digests; ``verify_integrity`` recomputes every digest from the row's content.
+computed as rows are written (``db.writes``), the seals by ``db.seals``.
+``verify_integrity`` recomputes every digest from the row's content.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.orm import Session
 
-from db.batches import status_counts
-from db.digest import ALGORITHM, Merkle, parse_seal_line, seal_line
+from db.digest import Merkle, parse_seal_line
 from db.models import (
-    ALL_BATCHES,
     Document,
     Explanation,
     Model,
-    QualityStat,
     Seal,
     SealRow,
-    Status,
-    utcnow,
 )
-from db.queries import iso, require_batch, stream
+from db.queries import require_batch, stream
 from db.records import digest_content, explanation_digest
-
-INSERT_ROWS = 1000
-
-
-class SealRefused(ValueError):
-    """The batch cannot be sealed (unfinished, rows without a digest), or it was sealed
-    and its rows no longer give that seal."""
-
-
-@dataclass(frozen=True)
-class SealFacts:
-    batch_id: str
-    rows: int
-    root: str
-    at: str
-    algorithm: str = ALGORITHM
-
-    @property
-    def line(self) -> str:
-        return seal_line(self.batch_id, self.rows, self.root, self.at)
-
-    @classmethod
-    def of(cls, seal: Seal) -> SealFacts:
-        return cls(seal.batch_id, seal.count, seal.root, iso(seal.created_at), seal.algorithm)
-
-
-def _bytewise(session: Session, column: Any) -> Any:
-    """``column`` ordered by code point, as db.digest orders strings (PostgreSQL's own
-    collation may not; SQLite compares bytes of UTF-8, which is the same order)."""
-    return column.collate("C") if session.get_bind().dialect.name == "postgresql" else column
-
-
-def _seal_order(session: Session) -> list[Any]:
-    """db.digest.seal_order in SQL: document, method, params_key, digest."""
-    return [
-        Explanation.document_id,
-        _bytewise(session, Explanation.method),
-        _bytewise(session, Explanation.params_key),
-        _bytewise(session, Explanation.digest),
-    ]
-
-
-def _leaves(session: Session, batch_id: str) -> Select[Any]:
-    return (
-        select(Explanation.id, Explanation.document_id, Explanation.method, Explanation.digest)
-        .where(Explanation.batch_id == batch_id)
-        .order_by(*_seal_order(session))
-    )
-
-
-def current_root(session: Session, batch_id: str) -> tuple[str, int]:
-    """The Merkle root and count of the batch's rows as their stored digests give them."""
-    tree = Merkle()
-    for row in stream(session, _leaves(session, batch_id)):
-        tree.add(row.digest or "")
-    return tree.root(), tree.count
-
-
-def find_seal(session: Session, batch_id: str) -> SealFacts | None:
-    seal = session.scalars(select(Seal).where(Seal.batch_id == batch_id)).one_or_none()
-    return None if seal is None else SealFacts.of(seal)
-
-
-def seal_batch(session: Session, batch_id: str) -> SealFacts:
-    """Seals a finished batch: the Merkle root of its rows' digests in seal order, their
-    count and the time, and the rows themselves (``seal_rows``). Sealing again gives the
-    same seal, or is refused when the rows now give another root. LookupError for an
-    unknown batch, SealRefused for an unfinished one."""
-    require_batch(session, batch_id)
-    counts = status_counts(session, batch_id)
-    unfinished = counts[Status.PENDING] + counts[Status.RUNNING]
-    if unfinished:
-        raise SealRefused(
-            f"batch {batch_id}: {unfinished} document{'' if unfinished == 1 else 's'} "
-            "unfinished; a batch is sealed once every document is done or failed"
-        )
-    if (existing := find_seal(session, batch_id)) is not None:
-        return _same_seal(session, existing)
-    undigested = session.scalars(
-        select(Explanation.id)
-        .where(Explanation.batch_id == batch_id, Explanation.digest.is_(None))
-        .order_by(Explanation.id)
-        .limit(5)
-    ).all()
-    if undigested:
-        shown = ", ".join(map(str, undigested))
-        raise SealRefused(
-            f"batch {batch_id}: rows without a digest (written around db.writes): {shown}; "
-            "not sealed"
-        )
-    root, count = current_root(session, batch_id)
-    from db.writes import dialect_insert  # one place knows the dialects' upserts
-
-    statement = dialect_insert(session)(Seal).values(
-        batch_id=batch_id, root=root, count=count, algorithm=ALGORITHM, created_at=utcnow()
-    )
-    seal_id = session.scalar(
-        statement.on_conflict_do_nothing(index_elements=["batch_id"]).returning(Seal.id)
-    )
-    if seal_id is None:  # sealed meanwhile by another process (producer wait, say)
-        return _same_seal(session, find_seal(session, batch_id))  # type: ignore[arg-type]
-    _store_rows(session, seal_id, batch_id, root)
-    return find_seal(session, batch_id)  # type: ignore[return-value]
-
-
-def _same_seal(session: Session, seal: SealFacts) -> SealFacts:
-    root, count = current_root(session, seal.batch_id)
-    if (root, count) != (seal.root, seal.rows):
-        raise SealRefused(
-            f"batch {seal.batch_id}: already sealed with root {seal.root} ({seal.rows} rows); "
-            f"rows now give {root} ({count} rows)"
-        )
-    return seal
-
-
-def _store_rows(session: Session, seal_id: int, batch_id: str, root: str) -> None:
-    """The sealed rows in seal order, read a second time: a batch whose rows changed
-    between the two reads is not sealed (the transaction fails)."""
-    connection = session.connection()
-    tree = Merkle()
-    pending: list[dict[str, Any]] = []
-    for row in stream(session, _leaves(session, batch_id)):
-        pending.append({"seal_id": seal_id, "position": tree.count, "explanation_id": row.id,
-                        "document_id": row.document_id, "method": row.method,
-                        "digest": row.digest})  # fmt: skip
-        tree.add(row.digest)
-        if len(pending) >= INSERT_ROWS:
-            connection.execute(SealRow.__table__.insert(), pending)
-            pending = []
-    if pending:
-        connection.execute(SealRow.__table__.insert(), pending)
-    if tree.root() != root:
-        raise SealRefused(f"batch {batch_id}: rows changed while it was being sealed")
+from db.seals import seal_order
 
 
 @dataclass(frozen=True)
@@ -227,7 +88,7 @@ def verify_integrity(
         .outerjoin(Seal, Seal.batch_id == Explanation.batch_id)
         .outerjoin(SealRow, and_(SealRow.seal_id == Seal.id, _same_row()))
         .where(*in_scope)
-        .order_by(Explanation.batch_id, *_seal_order(session))
+        .order_by(Explanation.batch_id, *seal_order(session))
     )
     for row in stream(session, query).mappings():
         report.rows += 1
@@ -345,7 +206,7 @@ def audit_rows(session: Session, batch_id: str) -> Iterator[dict[str, Any]]:
         .join(Document, Document.id == Explanation.document_id)
         .join(Model, Model.id == Explanation.model_id)
         .where(Explanation.batch_id == batch_id)
-        .order_by(*_seal_order(session))
+        .order_by(*seal_order(session))
     )
     for row in stream(session, query).mappings():
         content = digest_content(
@@ -353,57 +214,3 @@ def audit_rows(session: Session, batch_id: str) -> Iterator[dict[str, Any]]:
             model_sha256=row["model_sha256"],
         )  # fmt: skip
         yield {**content, "row_id": row["id"], "digest": row["digest"]}
-
-
-def _first_or_last(session: Session, model_id: int, last: bool) -> Any:
-    """Along ix_explanations_model_created: one index probe, whatever the rows."""
-    order = Explanation.created_at.desc() if last else Explanation.created_at
-    return session.scalar(
-        select(Explanation.created_at).where(Explanation.model_id == model_id).order_by(order)
-        .limit(1)
-    )  # fmt: skip
-
-
-def model_usage(session: Session) -> list[dict[str, Any]]:
-    """Every model (each version of a name's weights its own row) with its first and
-    last use and how many explanations it made. First and last: two probes of the
-    (model, created_at) index; the count: the aggregates the writes keep (quality_stats
-    over all batches counts every new row), so nothing scans the explanations."""
-    made = (
-        select(QualityStat.model_id, func.sum(QualityStat.rows).label("rows"))
-        .where(QualityStat.scope == ALL_BATCHES)
-        .group_by(QualityStat.model_id)
-    )
-    counts = {row.model_id: row.rows for row in session.execute(made)}
-    listing = []
-    for model in session.scalars(select(Model).order_by(Model.name, Model.created_at, Model.id)):
-        first = _first_or_last(session, model.id, last=False)
-        last = _first_or_last(session, model.id, last=True)
-        listing.append({
-            "id": model.id,
-            "name": model.name,
-            "sha256": model.sha256,
-            "labels": list(model.labels or []),
-            "path": model.path,
-            "registered": iso(model.created_at),
-            "first_used": iso(first) if first else None,
-            "last_used": iso(last) if last else None,
-            "explanations": int(counts.get(model.id) or 0),
-        })  # fmt: skip
-    return listing
-
-
-def last_weights(session: Session, name: str) -> str | None:
-    """The weights hash last used under model ``name`` (by its last explanation, or
-    its registration when it has none yet); None for a name never seen."""
-    latest: tuple[datetime, str] | None = None
-    for model in session.scalars(select(Model).where(Model.name == name)):
-        used = _aware(_first_or_last(session, model.id, last=True) or model.created_at)
-        if latest is None or used > latest[0]:
-            latest = (used, model.sha256)
-    return latest[1] if latest else None
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; they were written in UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,7 +1,7 @@
 """Example-based explanation: the documents a model represents most like a given one.
 
 Cosine similarity of the pooled vectors, scored with numpy from the stored float32 bytes
-(``db.vector_index.raw_vector``), and read one of two ways (``result["index"]``):
+(``db.vector_fetch.raw_vector``), and read one of two ways (``result["index"]``):
 
 - ``"exact"``: every vector of the model (or of the ``--within`` batch) in one streaming
   pass, in blocks, so the corpus never has to fit in memory. Taken when the model has no
@@ -31,7 +31,7 @@ import numpy as np
 from sqlalchemy import LargeBinary, Select, case, select, type_coerce
 from sqlalchemy.orm import Session
 
-from db import vector_index
+from db import kmeans, vector_fetch, vector_index
 from db.models import Document, Explanation, Model, Representation
 
 BLOCK = 5_000  # vectors scored per numpy call (and fetched per round trip)
@@ -96,7 +96,7 @@ class TopK:
             all_ids, blobs, all_norms = zip(*rows, strict=True)
         if not blobs or not self.keep:
             return len(blobs)
-        matrix, kept = vector_index.as_matrix(blobs, len(self.query))
+        matrix, kept = kmeans.as_matrix(blobs, len(self.query))
         ids = np.asarray(all_ids, dtype=np.int64)[kept]
         norms = np.asarray(all_norms, dtype=np.float64)[kept] * self.norm
         scores = (matrix @ self.query).astype(np.float64) / np.where(norms > 0, norms, 1.0)
@@ -117,7 +117,7 @@ def _candidates(model_id: int, document_id: int, batch: str | None, *, listed: b
     batch's documents only. ``listed`` (to read lists of the index): the batch is asked
     of each row read (a correlated EXISTS on ``ix_documents_batch_id``, where a join
     would hash the whole batch), and a row of another batch comes with a null vector."""
-    vector = vector_index.raw_vector()
+    vector = vector_fetch.raw_vector()
     query = select(Representation.document_id, vector, Representation.norm).where(
         Representation.model_id == model_id, Representation.document_id != document_id
     )
@@ -164,13 +164,13 @@ def _search_lists(
     """Ranks the vectors of the lists nearest the query, and the unindexed ones, into
     ``top``: the first ``probes`` lists, then twice as many as read so far while fewer
     than ``limit`` vectors passed the filters. Returns how many lists were read."""
-    order = vector_index.probe_order(index, top.query)
-    unlisted = vector_index.fetch(session, candidates.where(Representation.list_id.is_(None)))
+    order = kmeans.probe_order(index, top.query)
+    unlisted = vector_fetch.fetch(session, candidates.where(Representation.list_id.is_(None)))
     passed = top.add(unlisted)
-    taken, step = 0, vector_index.probes(index.lists)
+    taken, step = 0, kmeans.probes(index.lists)
     while taken < len(order) and (not taken or passed < top.keep):
-        for chunk in vector_index.in_slices(order[taken : taken + step]):
-            rows = vector_index.fetch(session, candidates.where(Representation.list_id.in_(chunk)))
+        for chunk in vector_fetch.in_slices(order[taken : taken + step]):
+            rows = vector_fetch.fetch(session, candidates.where(Representation.list_id.in_(chunk)))
             passed += top.add(rows)
         taken += len(order[taken : taken + step])
         step = taken

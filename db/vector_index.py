@@ -30,15 +30,13 @@ with ``frombuffer``: no Python float per component.
 
 from __future__ import annotations
 
-import math
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import (
-    ColumnElement,
     LargeBinary,
     Select,
     bindparam,
@@ -52,23 +50,25 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from db.kmeans import (
+    SEED,
+    TRAIN_SAMPLE,
+    as_matrix,
+    nearest_centroid,
+    target_lists,
+    train,
+    unit,
+)
 from db.models import Document, Model, Representation, VectorList, utcnow
+from db.vector_fetch import IN_SLICE, fetch, raw_vector, stream
 
 EXACT_BELOW = 10_000  # at most this many vectors of the model: exact
 # A batch within an indexed model: exact below this. Its rows are spread over the whole
 # table (a 10,000-document batch scanned exactly took 0.5 s on SQLite at 100k).
 EXACT_BATCH_BELOW = 2_000
 # (an exact scan of 10,000 vectors takes about 0.2 s on PostgreSQL, of 20,000 about 0.35 s)
-MAX_LISTS = 4_096
-TRAIN_SAMPLE = 50_000  # vectors the centroids are trained on, at most
-ITERATIONS = 10  # Lloyd iterations
-SEED = 0
-MIN_PROBES = 8  # lists a query reads at least ...
-PROBE_SHARE = 1 / 64  # ... or this share of them, whichever is more
 ASSIGN_AT = 2_000  # unindexed vectors that a query files under the existing centroids
-SLICE = 10_000  # vectors per streamed fetch, and rows per UPDATE
-IN_SLICE = 900  # ids per IN (...) list
-DTYPE = np.dtype("<f4")  # db.arrays: float32, little-endian
+SLICE = 10_000  # rows per UPDATE when lists are written
 
 
 class Index(NamedTuple):
@@ -80,81 +80,6 @@ class Index(NamedTuple):
     @property
     def lists(self) -> int:
         return len(self.list_ids)
-
-
-def raw_vector() -> ColumnElement[bytes]:
-    """The vector column as its stored bytes (not the list that ``Float32Array`` makes)."""
-    return type_coerce(Representation.__table__.c.vector, LargeBinary)
-
-
-def as_matrix(blobs: Sequence[bytes], dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Float32 rows from stored vectors, and which of ``blobs`` they are: those of
-    ``dim`` components (the first one's when not given); any other length is left out."""
-    if not blobs:
-        return np.zeros((0, dim or 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
-    width = 4 * (dim if dim is not None else len(blobs[0]) // 4)
-    joined = b"".join(blobs)
-    if len(joined) == width * len(blobs) and all(len(blob) == width for blob in blobs):
-        kept = np.arange(len(blobs))
-    else:  # a vector of another length (another model's?) cannot be compared
-        kept = np.asarray([i for i, blob in enumerate(blobs) if len(blob) == width], np.int64)
-        joined = b"".join(blobs[i] for i in kept)
-    matrix = np.frombuffer(joined, dtype=DTYPE).reshape(len(kept), width // 4)
-    return matrix.astype(np.float32, copy=False), kept
-
-
-def unit(rows: np.ndarray) -> np.ndarray:
-    """Rows scaled to length 1 (a zero row stays zero)."""
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return (rows / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)
-
-
-def target_lists(vectors: int) -> int:
-    """The lists for this many vectors: about their square root (at most MAX_LISTS)."""
-    return max(1, min(MAX_LISTS, round(math.sqrt(vectors))))
-
-
-def probes(lists: int) -> int:
-    """The lists a query reads first (more when filters leave too few candidates)."""
-    return min(lists, max(MIN_PROBES, math.ceil(lists * PROBE_SHARE)))
-
-
-# --- training -----------------------------------------------------------------------
-
-
-def nearest_centroid(rows: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of unit ``rows``: the index of the most similar centroid, and the cosine."""
-    out = np.empty(len(rows), dtype=np.int64)
-    best = np.empty(len(rows), dtype=np.float32)
-    step = max(1, (1 << 24) // max(1, len(centroids)))  # at most 64 MB of scores at once
-    for start in range(0, len(rows), step):
-        scores = rows[start : start + step] @ centroids.T
-        out[start : start + step] = np.argmax(scores, axis=1)
-        best[start : start + step] = scores[np.arange(len(scores)), out[start : start + step]]
-    return out, best
-
-
-def train(
-    sample: np.ndarray, lists: int, *, seed: int = SEED, iterations: int = ITERATIONS
-) -> np.ndarray:
-    """Spherical k-means: ``lists`` unit centroids for the unit rows of ``sample``,
-    started from distinct seeded rows; a list left empty is started again from the row
-    its centroid fits worst."""
-    rng = np.random.default_rng(seed)
-    lists = max(1, min(lists, len(sample)))
-    centroids = sample[np.sort(rng.choice(len(sample), lists, replace=False))].copy()
-    for _ in range(iterations):
-        assigned, fit = nearest_centroid(sample, centroids)
-        order = np.argsort(assigned, kind="stable")
-        counts = np.bincount(assigned, minlength=lists)
-        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        filled = counts > 0
-        sums = np.add.reduceat(sample[order], starts[filled], axis=0)
-        centroids[filled] = unit(sums)
-        empty = np.flatnonzero(~filled)
-        if len(empty):  # the worst-fitting rows start the empty lists again
-            centroids[empty] = sample[np.argsort(fit, kind="stable")[: len(empty)]]
-    return centroids
 
 
 # --- reading and writing the index ----------------------------------------------------
@@ -375,61 +300,3 @@ def _write_lists(session: Session, ids: np.ndarray, lists: np.ndarray) -> None:
                 .values(list_id=bindparam("new_list")),
                 [{"row_id": i, "new_list": k} for i, k in zip(some_ids, some_lists, strict=True)],
             )
-
-
-def fetch(session: Session, statement: Select[Any]) -> list[Any]:
-    """The rows of ``statement``; on psycopg, in PostgreSQL's binary format (the vector
-    bytes as they are: half the bytes of hex text, and no decoding)."""
-    return next(iter(stream(session, statement, size=0)), [])
-
-
-def stream(session: Session, statement: Select[Any], size: int = SLICE) -> Iterable[list[Any]]:
-    """The rows of ``statement`` in lists of ``size`` (0: all at once), from a server-
-    side cursor in binary format on psycopg (straight on the session's connection, in
-    its transaction, but unseen by SQLAlchemy's cursor events; for statements whose
-    parameters need no bind processing: numbers and strings); elsewhere through
-    SQLAlchemy."""
-    connection = session.connection()
-    dialect = connection.dialect
-    if dialect.name != "postgresql" or dialect.driver != "psycopg":
-        if not size:
-            yield session.execute(statement).all()
-            return
-        streamed = session.execute(statement.execution_options(yield_per=size))
-        yield from (list(rows) for rows in streamed.partitions(size))
-        return
-    compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-    driver = connection.connection.driver_connection
-    named = {"name": f"explainq_vectors_{id(statement):x}"} if size else {}
-    with driver.cursor(binary=True, **named) as cursor:
-        cursor.execute(str(compiled), compiled.params)
-        if not size:
-            yield cursor.fetchall()
-            return
-        while rows := cursor.fetchmany(size):
-            yield rows
-
-
-def probe_order(index: Index, query: np.ndarray) -> list[int]:
-    """The list ids, the most similar centroid to ``query`` first."""
-    scores = index.centroids @ unit(query.reshape(1, -1).astype(np.float32))[0]
-    return index.list_ids[np.argsort(-scores, kind="stable")].tolist()
-
-
-def in_slices(values: Iterable[int], size: int = IN_SLICE) -> Iterable[list[int]]:
-    chunk: list[int] = []
-    for value in values:
-        chunk.append(value)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def pgvector_available(session: Session) -> bool:
-    """Whether the server could install pgvector (never on these machines; not used)."""
-    if session.get_bind().dialect.name != "postgresql":
-        return False
-    query = text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
-    return session.scalar(query) is not None

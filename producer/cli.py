@@ -175,9 +175,9 @@ def _follow(
     """Waits with a progress bar; prints why documents failed, grouped; seals the
     finished batch. Returns the final counts by status name, whether it timed out, and
     the seal line."""
-    from db.audit import SealRefused, seal_batch
     from db.batches import failure_reasons
     from db.models import Status
+    from db.seals import SealRefused, seal_batch
     from db.session import session_scope
     from producer.progress import WaitTimeout, wait
 

@@ -53,7 +53,7 @@ def weights_note(spec: str, settings: Settings) -> str | None:
     directory's) differ from the ones last used with that name; None when they are the
     same, the name is new, or this machine cannot see the checkpoint. Hashed as the
     workers hash it (contract.model_path.weights_sha256), only for a name seen before."""
-    from db.audit import last_weights
+    from db.model_usage import last_weights
 
     if not settings.check_model:
         return None

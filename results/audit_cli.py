@@ -14,9 +14,10 @@ from results.output import echo_json
 
 
 def export_audit(batch: str | None, output: Path | None, fmt: str, method: str | None) -> None:
-    from db.audit import audit_rows, find_seal
+    from db.audit import audit_rows
     from db.bundle import write_bundle
     from db.queries import require_batch
+    from db.seals import find_seal
 
     if not batch or not output:
         raise fail("--audit needs --batch BATCH and -o DIR")
@@ -51,7 +52,7 @@ def seal_command(
     `producer wait` and `submit --wait` seal a batch when it finishes."""
     from dataclasses import asdict
 
-    from db.audit import seal_batch
+    from db.seals import seal_batch
 
     with reading() as session:
         seal = seal_batch(session, batch)
@@ -106,7 +107,7 @@ def verify_command(
 def models_command(as_json: bool = JSON_FLAG) -> None:
     """Every model that explained something, each version of a name's weights apart:
     weights hash, labels, first and last use, explanations made."""
-    from db.audit import model_usage
+    from db.model_usage import model_usage
     from results import render
 
     with reading() as session:

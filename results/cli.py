@@ -216,11 +216,11 @@ def index_command(
     the database; a query reads only the vectors of the lists nearest it. A model with at
     most 10,000 vectors is searched exactly and gets none. `similar` builds the index on
     first use and files new vectors itself; this does it ahead of time, or again."""
-    from db import vector_index
+    from db import vector_fetch, vector_index
 
     with reading() as session:
         done = vector_index.build_models(session, model=model, lists=lists)
-        pgvector = vector_index.pgvector_available(session)
+        pgvector = vector_fetch.pgvector_available(session)
     if as_json:
         echo_json({"models": done, "pgvector_available": pgvector})
         return

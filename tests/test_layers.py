@@ -25,7 +25,8 @@ def imported_after(statement: str) -> set[str]:
          {"producer", "workers", "db", "results", "torch", "celery", "sqlalchemy"}),
         # the data layer: only the contract below it
         ("import db.models, db.writes, db.ownership, db.batches, db.queries, db.quality, "
-         "db.similar, db.session, db.records, db.errors, db.audit, db.bundle, db.digest",
+         "db.similar, db.session, db.records, db.errors, db.audit, db.seals, db.model_usage, "
+         "db.bundle, db.digest, db.listing, db.export, db.aggregates, db.vector_index",
          {"producer", "workers", "results", "torch", "celery"}),
         # the read side never needs the workers
         ("import results.cli, results.render, results.render_methods, results.views",

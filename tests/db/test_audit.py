@@ -427,7 +427,7 @@ def test_models_lists_two_weight_versions_of_one_name(audited):
     table = run("models").stdout
     assert "abababababab" in table and "cdcdcdcdcdcd" in table
     with session_scope(audited.url) as session:
-        from db.audit import last_weights
+        from db.model_usage import last_weights
 
         assert last_weights(session, "tiny") == "cd" * 32
         assert last_weights(session, "other") is None

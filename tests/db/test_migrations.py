@@ -147,8 +147,9 @@ def test_0006_digests_the_rows_already_there_and_makes_them_append_only(fresh_da
     downgrade, which drops the triggers, the seals and the column."""
     from sqlalchemy.exc import DBAPIError
 
-    from db.audit import seal_batch, verify_integrity
+    from db.audit import verify_integrity
     from db.records import explanation_digest
+    from db.seals import seal_batch
 
     url = fresh_database_url
     postgres = url.startswith("postgresql")

@@ -20,7 +20,7 @@ from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
 
 from contract.settings import get_settings
-from db import similar, vector_index
+from db import kmeans, similar, vector_index
 from db.models import Batch, Document, Representation, Status, VectorList
 from db.records import RepresentationRecord
 from db.session import migrate, session_scope
@@ -107,7 +107,7 @@ def corpus(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Corpus]
         filled = fill(url, clustered(rng, N), rng.random(N) < SMALL_SHARE)
         with session_scope(url) as session:
             report = vector_index.build(session, filled.model_id)
-        assert report["vectors"] == N and report["lists"] == vector_index.target_lists(N)
+        assert report["vectors"] == N and report["lists"] == kmeans.target_lists(N)
         yield filled
 
 
@@ -127,8 +127,8 @@ def test_the_index_finds_what_the_exact_scan_finds(corpus):
     print(f"recall@10 over {QUERIES} queries: {measured:.4f}")
     assert measured >= 0.95
     result = corpus.nearest(int(queries[0]), limit=10)
-    lists = vector_index.target_lists(N)
-    assert result["probed"] == vector_index.probes(lists) < lists  # only a few lists read
+    lists = kmeans.target_lists(N)
+    assert result["probed"] == kmeans.probes(lists) < lists  # only a few lists read
     similarities = [n["similarity"] for n in result["neighbours"]]
     assert similarities == sorted(similarities, reverse=True)
 
@@ -200,7 +200,7 @@ def test_a_small_database_is_searched_exactly_and_indexed_once_large(tmp_path, m
         unindexed = session.scalar(
             select(func.count()).select_from(Representation).where(Representation.list_id.is_(None))
         )
-    assert (lists, unindexed) == (vector_index.target_lists(600), 0)
+    assert (lists, unindexed) == (kmeans.target_lists(600), 0)
 
 
 def test_results_index_and_similar_on_the_command_line(tmp_path, monkeypatch):
@@ -238,5 +238,5 @@ def test_training_is_seeded_and_a_rebuild_moves_nothing(corpus):
 
 def test_vectors_are_read_as_bytes(tmp_path: Path):
     rows = np.arange(12, dtype="<f4").reshape(3, 4)
-    matrix, kept = vector_index.as_matrix([r.tobytes() for r in rows] + [b"\0" * 8])
+    matrix, kept = kmeans.as_matrix([r.tobytes() for r in rows] + [b"\0" * 8])
     assert matrix.tolist() == rows.tolist() and kept.tolist() == [0, 1, 2]
