@@ -8,7 +8,10 @@ shows task arguments to its users.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,6 +32,29 @@ class ChunkMessage:
         return [self.batch_id, self.document_ids]
 
 
+def model_name(model: str) -> str:
+    """A model's name as its queue carries it: the checkpoint directory's name (what the
+    workers call the model), in characters safe for any broker and for Flower's URLs."""
+    name = PurePath(model.rstrip("/\\")).name or model
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "model"
+
+
+def queue_for_model(model: str, prefix: str) -> str:
+    """The one queue the tasks of ``model`` go to: ``EXPLAINQ_QUEUE`` (the prefix, also
+    the shared queue of the sweeper) dot the model's name. A worker consumes its own."""
+    return f"{prefix}.{model_name(model)}"
+
+
+def chunk_send_options(
+    message: ChunkMessage, model: str, methods: Sequence[str], prefix: str
+) -> dict[str, Any]:
+    """How a chunk is sent: to its model's queue, and shown (in Flower, in logs) by batch,
+    model, methods and size; never texts, which the message does not carry anyway."""
+    shown = (f"batch={message.batch_id} model={model_name(model)} methods={','.join(methods)} "
+             f"documents={len(message.document_ids)}")  # fmt: skip
+    return {"queue": queue_for_model(model, prefix), "argsrepr": shown, "kwargsrepr": "{}"}
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings shared verbatim by producer, workers and Flower."""
     return {
@@ -45,7 +71,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
+        # Unrouted tasks (the sweeper's) go to the shared queue that every worker also
+        # consumes; a chunk goes to its model's queue (queue_for_model).
         "task_default_queue": settings.queue,
+        "task_routes": {SWEEP_TASK: {"queue": settings.queue}},
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_ignore_result": True,

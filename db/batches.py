@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,3 +89,11 @@ def failure_reasons(session: Session, batch_id: str, limit: int = 5) -> list[tup
         first = ((error or "no reason recorded").strip().splitlines() or ["?"])[0]
         grouped[first] = grouped.get(first, 0) + count
     return sorted(grouped.items(), key=lambda item: (-item[1], item[0]))[:limit]
+
+
+def batch_routes(session: Session, batch_ids: Iterable[str]) -> dict[str, tuple[str, list[str]]]:
+    """Each batch's model and methods: where a re-sent chunk goes, and what it shows."""
+    rows = session.execute(
+        select(Batch.id, Batch.model, Batch.methods).where(Batch.id.in_(set(batch_ids)))
+    )
+    return {batch_id: (model, list(methods)) for batch_id, model, methods in rows}

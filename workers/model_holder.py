@@ -2,7 +2,8 @@
 
 Like LitServe's ``setup``: the task asks for a model by spec, the holder loads it the
 first time (on the GPU that CUDA_VISIBLE_DEVICES leaves this process, or the CPU),
-registers it in the database and keeps it until a batch asks for another one.
+registers it in the database and keeps it. A worker serves one model, EXPLAINQ_MODEL
+(its queue carries only that model's chunks): it refuses to load any other.
 """
 
 from __future__ import annotations
@@ -53,14 +54,34 @@ def describe_device(device: str, autocast: bool = False) -> str:
     return "cpu"
 
 
+class NotThisModel(ValueError):
+    """A batch names a model this worker does not serve."""
+
+
+def serves(spec: str, settings: Settings) -> bool:
+    """Whether ``spec`` names this worker's model: the same spec, or one that resolves to
+    the same checkpoint directory here (a path and the name under $EXPLAINQ_HOME/models)."""
+    if spec == settings.model:
+        return True
+    try:
+        return (
+            resolve_model(spec, settings).resolve()
+            == resolve_model(settings.model, settings).resolve()
+        )
+    except FileNotFoundError:
+        return False
+
+
 def get_model(spec: str, settings: Settings) -> LoadedModel:
+    """The model of this worker, loaded once; ``NotThisModel`` for any other."""
     global _current
+    if not serves(spec, settings):
+        raise NotThisModel(
+            f"this worker serves EXPLAINQ_MODEL={settings.model!r} and loads no other model"
+        )
     with _lock:
-        if _current is None or _current.spec != spec:
-            if _current is not None:
-                log.warning("switching model: %r is dropped for %r", _current.spec, spec)
-            _current = None  # free the old model before loading the next
-            _current = _load(spec, settings)
+        if _current is None:
+            _current = _load(settings.model, settings)
         return _current
 
 

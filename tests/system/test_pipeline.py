@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from contract.tasks import EXPLAIN_TASK
 from db.models import Batch, Document, Explanation, Model, Rejection, Status
 from db.session import session_scope
 from producer.submit import broker_app
+from tests.processes import Deployment
 
 pytestmark = pytest.mark.slow
 
@@ -240,14 +242,17 @@ def test_a_model_the_producer_cannot_find_is_refused_before_anything_is_register
 
 
 def test_a_missing_model_fails_the_documents_and_wait_says_why(system, write, tmp_path):
-    """Where only the workers see the models, the workers find out: --wait prints the
+    """Where only the workers see the models, the workers find out: a worker started for
+    a model it cannot find fails the documents of its queue, and --wait prints the
     failure reasons, grouped, and the command that lists them."""
-    system.env["EXPLAINQ_CHECK_MODEL"] = "false"
+    nowhere = str(tmp_path / "nowhere")
+    env = {**system.env, "EXPLAINQ_CHECK_MODEL": "false", "EXPLAINQ_MODEL": nowhere}
+    broken = Deployment(env=env, home=system.home)
+    broken.start_worker(f"nowhere-{uuid.uuid4().hex[:6]}")
     try:
-        nowhere = str(tmp_path / "nowhere")
-        summary = system.submit(write("m.txt", "some text\nmore\n"), "--model", nowhere)
+        summary = broken.submit(write("m.txt", "some text\nmore\n"), "--model", nowhere)
     finally:
-        del system.env["EXPLAINQ_CHECK_MODEL"]
+        broken.stop()
     assert summary["returncode"] == 4  # documents failed
     assert summary["status"]["failed"] == 2
     assert "2 documents failed:" in summary["stderr"]
