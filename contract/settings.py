@@ -80,6 +80,10 @@ class Settings(BaseSettings):
         default=300, gt=0, description="Seconds between sweeps (celery beat, or worker -B)."
     )
     max_attempts: int = Field(default=3, ge=1)
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Workers serve /metrics here; unset: off."
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address of /metrics.")
     db_retries: int = Field(default=5, ge=0)
 
     @field_validator("method")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery
 from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.concurrency.solo import TaskPool as SoloPool
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_shutdown, worker_shutdown
 from kombu import Exchange, Queue
 
 from contract.settings import get_settings
@@ -42,3 +43,25 @@ def _one_task_per_model(sender: Any, **_: Any) -> None:
         "tasks on one model at once; use the default prefork pool (one process per task) "
         "or --concurrency=1"
     )
+
+
+@worker_init.connect
+def _start_metrics(**_: Any) -> None:
+    """Only a worker serves metrics (Flower imports this app too); before the fork."""
+    from workers import metrics
+
+    metrics.start(_settings, [MODEL_QUEUE, _settings.queue])
+
+
+@worker_process_shutdown.connect
+def _child_exited(pid: int | None = None, **_: Any) -> None:
+    from workers import metrics
+
+    metrics.child_exited(pid or os.getpid())
+
+
+@worker_shutdown.connect
+def _stop_metrics(**_: Any) -> None:
+    from workers import metrics
+
+    metrics.stop()

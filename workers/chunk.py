@@ -8,6 +8,7 @@ reaches the engine, nothing about BERT reaches the task.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from workers.encode import encode
 from workers.fatal import exit_if_sticky
 from workers.heartbeat import heartbeat
 from workers.job import Job
+from workers.metrics import record_chunk
 from workers.model_holder import LoadedModel, describe_device, get_model, worker_name
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ def run_chunk(
         with session_scope(url) as session:
             for doc_id, _ in docs:
                 fail(session, doc_id, str(reason), task_id)
+        record_chunk(job.model, job.methods, [], len(docs), 0.0)
         return {"done": 0, "failed": len(docs)}
 
     with heartbeat(url, [doc_id for doc_id, _ in docs], settings.stale_after):
@@ -72,8 +75,11 @@ def run_chunk(
         else:
             encode(records, doc_id, text, loaded.model_id, outcome, provenance)
     # One transaction: a document is DONE exactly when everything it produced is stored.
+    started = time.perf_counter()
     with session_scope(url) as session:
         save_chunk(session, records, task_id)
+    record_chunk(job.model, job.methods, records.explanations, len(records.failed),
+                 time.perf_counter() - started)  # fmt: skip
     return {"done": len(records.done), "failed": len(records.failed)}
 
 
