@@ -108,14 +108,15 @@ def test_docker_compose_config_accepts_the_file_and_demands_the_secrets(tmp_path
 # --- Redis and PostgreSQL ----------------------------------------------------------------
 
 
-def test_only_flower_publishes_a_port_and_only_on_loopback():
-    for name in ("redis", "postgres"):
+def test_only_flower_and_grafana_publish_a_port_and_only_on_loopback():
+    for name in ("redis", "postgres", "prometheus", *WORKERS):
         assert "ports" not in SERVICES[name], f"{name} must not be published"
     for name, spec in SERVICES.items():
         assert spec.get("network_mode") != "host", name
-        if name != "flower":
+        if name not in ("flower", "grafana"):
             assert "ports" not in spec, f"{name} publishes a port"
     assert SERVICES["flower"]["ports"] == ["127.0.0.1:5555:5555"]
+    assert SERVICES["grafana"]["ports"] == ["127.0.0.1:3000:3000"]
 
 
 def test_redis_requires_a_password_and_keeps_its_queue_on_disk():
@@ -370,3 +371,69 @@ def test_no_secret_value_is_committed():
             check=True,
         ).stdout
         assert not tracked.strip(), ".env is committed"
+
+
+# --- monitoring: Prometheus, alert rules, Grafana ------------------------------------------
+
+DEPLOY = ROOT / "deploy"
+# Every metric workers/metrics.py defines (histograms add _bucket, _count and _sum).
+METRICS = set(re.findall(r'"(explainq_\w+)"', (ROOT / "workers" / "metrics.py").read_text()))
+
+
+def metric_names(expr: str) -> set[str]:
+    return {re.sub(r"_(bucket|count|sum)$", "", name) for name in re.findall(r"explainq_\w+", expr)}
+
+
+def test_monitoring_is_opt_in_and_its_files_are_in_the_repository():
+    for name in ("prometheus", "grafana"):
+        assert SERVICES[name]["profiles"] == ["monitoring"], name
+        for volume in SERVICES[name]["volumes"]:
+            source = volume.split(":")[0]
+            assert not source.startswith(".") or (ROOT / source).exists(), f"{name}: {source}"
+    assert "prometheus-data" in COMPOSE["volumes"]
+
+
+def test_prometheus_scrapes_every_worker_on_its_metrics_port_and_flower():
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    (workers,) = jobs["explainq-workers"]["static_configs"]
+    ports = {SERVICES[name]["environment"]["EXPLAINQ_METRICS_PORT"] for name in WORKERS}
+    (port,) = ports
+    assert sorted(workers["targets"]) == [f"{name}:{port}" for name in WORKERS]
+    for name in WORKERS:  # reachable from the prometheus container, published nowhere
+        assert SERVICES[name]["environment"]["EXPLAINQ_METRICS_HOST"] == "0.0.0.0"
+    assert jobs["flower"]["static_configs"][0]["targets"] == ["flower:5555"]
+    auth = jobs["flower"]["basic_auth"]
+    entrypoint = " ".join(SERVICES["prometheus"]["entrypoint"])
+    assert auth["username_file"] in entrypoint and auth["password_file"] in entrypoint
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+
+
+def test_alert_rules_cover_the_issue_and_name_real_metrics():
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    (group,) = rules["groups"]
+    alerts = {rule["alert"]: rule for rule in group["rules"]}
+    assert set(alerts) == {"ExplainqWorkerDown", "ExplainqFailureRate", "ExplainqQueueOnlyGrows",
+                           "ExplainqCompletenessGap"}  # fmt: skip
+    for name, rule in alerts.items():
+        assert seconds(rule["for"]) >= 300 and rule["annotations"]["summary"], name
+        assert metric_names(rule["expr"]) <= METRICS, f"{name}: unknown metric"
+        assert rule["expr"].count("(") == rule["expr"].count(")"), name
+    assert 'up{job="explainq-workers"}' in alerts["ExplainqWorkerDown"]["expr"]
+    assert {"explainq_documents_total"} == metric_names(alerts["ExplainqFailureRate"]["expr"])
+
+
+def test_the_grafana_dashboard_shows_real_metrics_from_the_provisioned_source():
+    import json
+
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "explainq.json").read_text())
+    source = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )["datasources"][0]
+    assert source["url"] == "http://prometheus:9090"
+    shown = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == source["uid"], panel["title"]
+            shown |= metric_names(target["expr"])
+    assert shown == METRICS  # every metric on some panel, and no other
