@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.caps import as_env, cap_problems, stride_problems
@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(default=3, ge=1)
     db_retries: int = Field(default=5, ge=0)
+
+    # `results serve`: HTTP Basic credentials; required to listen beyond 127.0.0.1.
+    web_user: str | None = Field(default=None, description="results serve: HTTP Basic user.")
+    web_password: SecretStr | None = Field(
+        default=None, description="results serve: HTTP Basic password (with EXPLAINQ_WEB_USER)."
+    )
 
     @field_validator("method")
     @classmethod
