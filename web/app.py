@@ -5,13 +5,11 @@ route writes, and the database connections refuse to."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from importlib import resources
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.templating import Jinja2Templates
-from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -19,23 +17,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contract.settings import Settings
 from db.errors import one_line
-from web import api, pages, spans, svg
+from web import api, pages
 from web.security import Guard
 from web.session import read_session
-
-
-def environment() -> Environment:
-    """The templates, autoescaped (every user string: text, ids, metadata, names)."""
-    env = Environment(
-        loader=PackageLoader("web", "templates"), autoescape=select_autoescape(default=True)
-    )
-    env.globals.update(level=spans.level, svg=svg, sorted=sorted)
-    env.filters["num"] = lambda v, f="+.3g": "—" if v is None else format(v, f)
-    return env
-
-
-def stylesheet() -> str:
-    return (resources.files("web") / "static" / "style.css").read_text() + spans.palette_css()
+from web.templating import environment, stylesheet
 
 
 def create_app(settings: Settings) -> FastAPI:
