@@ -96,7 +96,12 @@ class BlankFilters:
             raw = scope["query_string"].decode("latin-1")
             pairs = parse_qsl(raw, keep_blank_values=True)
             if any("\x00" in k or "\x00" in v for k, v in pairs) or "%00" in raw:
-                response = PlainTextResponse("a NUL character in the query\n", status_code=400)
+                detail = "a NUL character in the query"
+                response: Response = (
+                    JSONResponse({"detail": detail}, status_code=400)
+                    if scope["path"].startswith("/api/")
+                    else PlainTextResponse(detail + "\n", status_code=400)
+                )
                 await response(scope, receive, send)
                 return
             kept = [(k, v) for k, v in pairs if v != ""]
