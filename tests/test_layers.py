@@ -31,8 +31,13 @@ def imported_after(statement: str) -> set[str]:
         # the read side never needs the workers
         ("import results.cli, results.render, results.render_methods, results.views",
          {"producer", "workers", "torch", "celery"}),
-        # `--help` of either command line imports neither the database nor the broker
-        ("import results.cli", {"sqlalchemy", "celery", "pydantic_settings"}),
+        # the web app: the read side for browsers, never the workers or the producer
+        ("import web.app, web.report, web.reads, web.api, web.pages",
+         {"producer", "workers", "torch", "celery"}),
+        # `--help` of either command line imports neither the database nor the broker,
+        # nor the web stack (`results serve` and `report` import it inside)
+        ("import results.cli",
+         {"sqlalchemy", "celery", "pydantic_settings", "fastapi", "uvicorn", "jinja2", "web"}),
         ("import producer.cli", {"sqlalchemy", "celery", "pydantic_settings", "torch"}),
     ],
 )  # fmt: skip
