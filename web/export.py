@@ -12,15 +12,15 @@ from db.export import EXPORT_FIELDS, export_rows
 from results.output import csv_cells, json_line
 from web.session import read_session
 
-CHUNK = 200  # records per chunk sent
+CHUNK = 200  # records per chunk sent (the first alone: the download starts at once)
 
 
 def jsonl_chunks(url: str, batch: str | None, method: str | None) -> Iterator[bytes]:
     with read_session(url) as session:
         lines: list[str] = []
-        for record in export_rows(session, batch=batch, method=method):
+        for count, record in enumerate(export_rows(session, batch=batch, method=method)):
             lines.append(json_line(record))
-            if len(lines) >= CHUNK:
+            if len(lines) >= CHUNK or count == 0:  # the first record at once
                 yield ("\n".join(lines) + "\n").encode()
                 lines.clear()
         if lines:
@@ -34,7 +34,7 @@ def csv_chunks(url: str, batch: str | None, method: str | None) -> Iterator[byte
     with read_session(url) as session:
         for count, record in enumerate(export_rows(session, batch=batch, method=method), 1):
             writer.writerow(csv_cells(record))
-            if count % CHUNK == 0:
+            if count % CHUNK == 1:  # the header and first record at once, then chunks
                 yield buffer.getvalue().encode()
                 buffer.seek(0)
                 buffer.truncate()

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+import web.export
 from contract.settings import Settings
 from db.export import export_rows
 from db.session import session_scope
@@ -96,7 +97,7 @@ def test_filters_keep_exactly_the_matching_documents(client, filled):
     assert walk(client, q="%") == []
 
 
-def _export(url: str, batch: str) -> list[dict]:
+def _export(url: str, batch: str | None) -> list[dict]:
     with session_scope(url) as session:
         return list(export_rows(session, batch=batch))
 
@@ -218,7 +219,12 @@ def test_basic_auth_when_credentials_are_set(filled):
     assert client.get("/healthz").status_code == 200  # the container's healthcheck
 
 
-def test_exports_stream_the_cli_records(client, filled):
+def test_exports_stream_the_cli_records(client, filled, monkeypatch):
+    monkeypatch.setattr(web.export, "CHUNK", 7)  # many chunks, and one left over
+    everything = client.get("/api/v1/export.jsonl").text.splitlines()
+    assert [json.loads(line) for line in everything] == _export(filled.url, None)
+    table = list(csv.DictReader(io.StringIO(client.get("/api/v1/export.csv").text)))
+    assert [r["document_id"] for r in table] == [json.loads(x)["document_id"] for x in everything]
     batch = filled.hostile
     expected = _export(filled.url, batch)
     response = client.get("/api/v1/export.jsonl", params={"batch": batch})
