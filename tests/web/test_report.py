@@ -1,11 +1,16 @@
 """``results report``: one self-contained file, opened from disk in Chromium with the
 network blocked: every document present, nothing fetched, no script; and the cap stated
-where it applies. ``results serve`` refuses to listen beyond loopback without
-credentials."""
+where it applies. ``results serve``: it answers on loopback, and refuses to listen
+beyond it without credentials."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,7 +20,7 @@ from typer.testing import CliRunner
 from contract.settings import get_settings
 from results.cli import app
 from results.serve_cli import loopback
-from tests.web.conftest import HOSTILE_TEXTS, SYNTHETIC_DOCS, Filled
+from tests.web.conftest import HOSTILE_TEXTS, SYNTHETIC_DOCS, Filled, free_port
 
 runner = CliRunner()
 
@@ -97,3 +102,32 @@ def test_serve_refuses_to_listen_beyond_loopback_without_credentials(env, monkey
     assert [loopback(h) for h in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "example.org")] == [
         True, True, True, False, False
     ]  # fmt: skip
+
+
+def test_serve_starts_on_loopback_and_answers(filled_sqlite: Filled, tmp_path):
+    """`results serve` as a user starts it: a process on 127.0.0.1, read-only pages."""
+    port = free_port()
+    env = {**os.environ, "EXPLAINQ_DATABASE_URL": filled_sqlite.url,
+           "EXPLAINQ_HOME": str(tmp_path)}  # fmt: skip
+    env.pop("EXPLAINQ_WEB_USER", None)
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from results.cli import main; main()", "serve", "--port",
+         str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/batches", timeout=2) as r:
+                    page = r.read().decode()
+                    headers = r.headers
+                break
+            except OSError:
+                assert process.poll() is None, process.stdout.read()
+                assert time.monotonic() < deadline, "results serve did not answer"
+                time.sleep(0.2)
+        assert filled_sqlite.hostile in page
+        assert "script-src 'self'" in headers["content-security-policy"]
+    finally:
+        process.terminate()
+        process.wait(10)
