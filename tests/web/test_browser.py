@@ -24,6 +24,8 @@ def base(served) -> str:
 
 def test_walk_from_the_batches_to_a_document(page: Page, base, served):
     filled = served[1]
+    errors: list[str] = []  # a CSP violation, a missing file: the console says so
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(f"{base}/")
     expect(page.get_by_role("heading", name="Batches")).to_be_visible()
     page.get_by_role("link", name=filled.synthetic[0]).click()
@@ -37,6 +39,9 @@ def test_walk_from_the_batches_to_a_document(page: Page, base, served):
     expect(page.get_by_role("heading", level=1)).to_contain_text(name)
     expect(page.locator("section.method")).to_have_count(3)  # lig, attention, saliency
     expect(page.locator("svg.attention")).to_be_visible()
+    page.goto(f"{base}/corpus")
+    expect(page.locator("svg.plot").first).to_be_visible()
+    assert errors == []
 
 
 def test_filter_and_page_the_documents_table(page: Page, base, served):
