@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 EXPLAIN_TASK = "explainq.explain_chunk"
 SWEEP_TASK = "explainq.sweep"
+# Replay stored rows (args: row ids, allow_other_weights); its result, the verdicts,
+# comes back through the result backend: the one task whose result is kept.
+VERIFY_TASK = "explainq.verify"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_ignore_result": True,
+        # Only VERIFY_TASK stores a result (ignore_result=False on the task), in Redis.
+        "result_backend": settings.broker_url,
+        "result_expires": 3600,
         "task_send_sent_event": True,
         "worker_send_task_events": True,
         "worker_prefetch_multiplier": 1,
