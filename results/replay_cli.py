@@ -46,6 +46,8 @@ def replay_command(
     if doc is None and not every and sample is None:
         sample = 10
     settings = settings_or_exit()
+    if local:
+        _engine_or_exit()  # before anything is read: a missing torch says so at once
     with reading() as session:
         ids = choose_rows(session, doc=doc, batch=batch, sample=sample, method=method)
         rows = stored_rows(session, ids) if local else []
@@ -57,14 +59,19 @@ def replay_command(
     report(verdicts, as_json)
 
 
-def _replay_here(
-    rows: list[dict[str, Any]], settings: Any, allow: bool, advance: Callable[[int], None]
-) -> list[dict[str, Any]]:
+def _engine_or_exit() -> None:
     try:
-        from workers.replay import WeightsChanged, local_loader, replay
+        import workers.engine  # noqa: F401  (torch, transformers, captum)
     except ImportError as error:
         raise fail(f"--local needs the workers' extra (pip install 'explainq[workers]'): "
                    f"{error}") from None  # fmt: skip
+
+
+def _replay_here(
+    rows: list[dict[str, Any]], settings: Any, allow: bool, advance: Callable[[int], None]
+) -> list[dict[str, Any]]:
+    from workers.replay import WeightsChanged, local_loader, replay
+
     try:
         verdicts = replay(rows, settings, local_loader(), allow_other_weights=allow,
                           progress=advance)  # fmt: skip

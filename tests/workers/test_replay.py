@@ -5,7 +5,9 @@ and PostgreSQL; a changed weight file, and a row changed in the database, are ca
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from db.batches import NewDocument, create_batch
 from db.models import Batch, Document, Explanation
 from db.session import migrate, session_scope
 from results.cli import app
+from tests.processes import BIN, explainq_env
 from workers.chunk import run_chunk
 from workers.job import decode
 
@@ -142,6 +145,20 @@ def test_a_row_changed_in_the_database_fails_replay(made):
     assert len(failed) == 1 and failed[0].startswith(f"row {row} "), out
     assert "scores differ" in failed[0]
     assert f"{len(TEXTS)} rows checked: {len(TEXTS) - 1} reproduced, 1 failed" in err
+
+
+def test_local_replay_without_torch_says_what_is_missing(tmp_path):
+    blocker = tmp_path / "blocked"
+    (blocker / "torch").mkdir(parents=True)
+    (blocker / "torch" / "__init__.py").write_text("raise ImportError('no torch here')\n")
+    path = os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")])
+    env = explainq_env(database_url=f"sqlite:///{tmp_path / 'x.db'}") | {"PYTHONPATH": path}
+    done = subprocess.run([str(BIN / "results"), "verify", "d1", "--local"], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip() == (
+        "error: --local needs the workers' extra (pip install 'explainq[workers]'): no torch here"
+    )
 
 
 # The comparison itself, on made-up rows: what fails and what the table allows.
