@@ -208,3 +208,11 @@ def test_lig_that_took_other_steps_is_held_to_its_completeness_tolerance():
     assert _judge("lig", _row(), turned).cosine < LIG_OTHER_STEPS_COSINE
     fixed = _judge("lig", _row(params={}), nearby)
     assert not fixed.ok and "fixed steps" in fixed.problems[0]
+
+
+def test_the_table_states_a_tolerance_for_every_method_and_precision():
+    assert set(TOLERANCES) == set(METHODS)
+    for method, rows in TOLERANCES.items():
+        assert {"fp32", "bf16"} <= set(rows), method
+        # bfloat16 never judges tighter than float32
+        assert rows["bf16"].rtol >= rows["fp32"].rtol and rows["bf16"].cosine <= rows["fp32"].cosine
