@@ -41,6 +41,10 @@ def test_a_worker_replays_its_own_rows(system, write):
     assert all(r["replay_device"] == r["stored_device"] == "cpu" for r in report["rows"])
     assert all(r["tolerance"] == "fp32" and r["cosine"] > 0.9999 for r in report["rows"])
 
+    sampled = results(system, "verify", "--batch", batch, "--sample", "1", "--json")
+    assert sampled.returncode == 0, sampled.stdout + sampled.stderr
+    assert json.loads(sampled.stdout)["summary"]["checked"] == 1
+
     one = results(system, "verify", "r1", "--batch", batch, "--method", "lig")
     assert one.returncode == 0, one.stdout + one.stderr
     assert "(document r1, lig): reproduced" in one.stdout
