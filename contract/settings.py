@@ -12,12 +12,37 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.caps import as_env, cap_problems, stride_problems
 from contract.methods import FIRST_LEVEL, methods_problem, split_methods
 from contract.model_path import DEFAULT_MODEL
+
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def parse_quality(value: object) -> object:
+    """``EXPLAINQ_QUALITY``: true, false, or ``sample:F`` (0 < F <= 1) for a share."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    if text in _TRUE | _FALSE:
+        return text in _TRUE
+    share = text.removeprefix("sample:")
+    try:
+        if text.startswith("sample:") and 0 < float(share) <= 1:
+            return float(share)
+    except ValueError:
+        pass
+    raise ValueError(f"true, false or sample:F with 0 < F <= 1, not {value!r}")
+
+
+def quality_label(quality: bool | float) -> bool | str:
+    """How a run's quality setting is recorded on its rows: true, false or sample:F."""
+    if isinstance(quality, bool) or quality >= 1:
+        return bool(quality)
+    return f"sample:{quality:g}"
 
 
 class Settings(BaseSettings):
@@ -54,8 +79,10 @@ class Settings(BaseSettings):
         default=None, ge=1, description="Rows per pass; unset: sized from memory."
     )
     max_tokens: int = Field(default=512, ge=8, le=8192)
-    quality: bool = Field(
-        default=True, description="Measure faithfulness (comprehensiveness, sufficiency)."
+    quality: Annotated[bool | float, BeforeValidator(parse_quality)] = Field(
+        default=True,
+        description="Measure faithfulness (comprehensiveness, sufficiency): true, false, or "
+        "sample:F for a share F of the documents (the same ones on every run).",
     )
     window_stride: int | None = Field(
         default=None, ge=1, description="Tokens between overlapping windows of a long text."
