@@ -114,7 +114,7 @@ def submit_command(
     try:
         with _database():
             result = submit(path, settings, model=model, methods=methods, params=params,
-                            chunk_size=chunk_size, fmt=fmt)  # fmt: skip
+                            chunk_size=chunk_size, fmt=fmt, announce=_note)  # fmt: skip
     except InputError as error:
         raise _error(str(error)) from None
     except NothingAccepted as error:
@@ -149,6 +149,7 @@ def submit_command(
             "accepted": result.accepted,
             "rejected": [r.__dict__ for r in result.rejected],
             "tasks": result.chunks,
+            **({"cost_note": result.cost_note} if result.cost_note else {}),
             **({"status": final} if final else {}),
             **({"seal": seal} if seal else {}),
         }
@@ -161,6 +162,10 @@ def submit_command(
         raise typer.Exit(EXIT_FAILED)
     if result.rejected:
         raise typer.Exit(EXIT_REJECTED)
+
+
+def _note(line: str) -> None:
+    err.print(Text(line), soft_wrap=True)
 
 
 def _print_rejections(rejected: list[Any], path: Path) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
 
+from contract.cost import TYPICAL_CHARS, document_cost, estimated_tokens
 from contract.methods import split_methods
 from contract.model_path import resolve_model, weights_sha256
 from contract.settings import Settings
@@ -25,6 +27,7 @@ class Submission:
     accepted: int
     rejected: list[Rejected]
     chunks: int
+    cost_note: str | None = None  # the documents that will cost far more than the rest
 
 
 class NothingAccepted(ValueError):
@@ -105,11 +108,13 @@ def submit(
     params: dict[str, Any] | None = None,
     chunk_size: int | None = None,
     fmt: str | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> Submission:
     """Reads ``path``, registers every accepted document as PENDING, then enqueues them.
 
     The database commit comes first: if sending fails (``NotSent``), even half-way, the
     documents are still recorded and the sweeper or ``producer resume`` sends them.
+    ``announce`` hears the cost note (``cost_note``) before anything is queued.
     """
     records: list[Record] = []
     rejected: list[Rejected] = []
@@ -118,27 +123,74 @@ def submit(
 
     if not records:
         raise NothingAccepted(path, rejected)
+    methods = list(methods or split_methods([settings.method]))  # validated by Settings
+    params = params if params is not None else {"n_steps": settings.n_steps}
+    cost = batch_cost(methods, params, settings)
+    size = chunk_size or settings.chunk_size
     with session_scope(settings.sqlalchemy_url) as session:
         batch_id, lengths = create_batch(
             session,
             source=str(path.resolve()),
             model=model or settings.model,
-            methods=list(methods or split_methods([settings.method])),  # validated by Settings
-            params=params if params is not None else {"n_steps": settings.n_steps},
+            methods=methods,
+            params=params,
             documents=[NewDocument(r.external_id, r.line, r.text, r.meta) for r in records],
             rejections=[RejectedLine(r.line, r.field, r.reason) for r in rejected],
         )
-    registered = Submission(batch_id, accepted=len(records), rejected=rejected, chunks=0)
+    note = cost_note(records, cost, size, methods)
+    if note and announce:
+        announce(note)
+    registered = Submission(batch_id, len(records), rejected, chunks=0, cost_note=note)
     try:
-        chunks = enqueue(broker_app(settings), batch_id, lengths, chunk_size or settings.chunk_size)
+        chunks = enqueue(broker_app(settings), batch_id, lengths, size, cost)
     except Exception as error:  # the broker is down or refuses us; the database has it all
         raise NotSent(registered, error) from error
     return replace(registered, chunks=chunks)
 
 
-def enqueue(app: Celery, batch_id: str, lengths: list[tuple[int, int]], chunk_size: int) -> int:
-    """Sends (document id, length) pairs in chunks of similar length, so workers pad little."""
-    chunks = length_chunks(lengths, chunk_size)
+def batch_cost(
+    methods: Sequence[str], params: dict[str, Any], settings: Settings
+) -> Callable[[int], float]:
+    """A text's estimated cost (characters -> token-passes) with this batch's methods."""
+    stride = params.get("window_stride") or settings.window_stride
+    return partial(document_cost, methods=methods, params=params, quality=settings.quality,
+                   max_tokens=settings.max_tokens, stride=stride)  # fmt: skip
+
+
+def cost_note(
+    records: Sequence[Record], cost: Callable[[int], float], size: int, methods: Sequence[str]
+) -> str | None:
+    """One line naming the documents that cost more than a whole chunk of typical ones
+    (so each runs in a chunk of its own), the costliest first; None when there are none."""
+    typical = cost(TYPICAL_CHARS)
+    heavy = sorted(((cost(len(r.text)), r) for r in records), key=lambda pair: -pair[0])
+    heavy = [(price, r) for price, r in heavy if price > size * typical]
+    if not heavy:
+        return None
+    named = ", ".join(
+        f"line {r.line} (~{estimated_tokens(len(r.text)):,} tokens: "
+        f"{price / typical:,.0f}x a 128-token document)"
+        for price, r in heavy[:3]
+    )
+    more = f" and {len(heavy) - 3} more" if len(heavy) > 3 else ""
+    total = sum(cost(len(r.text)) for r in records) / typical
+    return (
+        f"note: {len(heavy)} long document{'' if len(heavy) == 1 else 's'} with "
+        f"{', '.join(methods)}: {named}{more}; each runs in a chunk of its own. "
+        f"The batch is ~{total:,.0f} documents of 128 tokens of work."
+    )
+
+
+def enqueue(
+    app: Celery,
+    batch_id: str,
+    lengths: list[tuple[int, int]],
+    chunk_size: int,
+    cost: Callable[[int], float] | None = None,
+) -> int:
+    """Sends (document id, length) pairs in chunks of similar length, so workers pad little,
+    and of bounded cost, so a long expensive document does not hold others back."""
+    chunks = length_chunks(lengths, chunk_size, cost)
     with app.producer_or_acquire() as producer:
         for chunk in chunks:
             app.send_task(
