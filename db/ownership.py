@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import NamedTuple
@@ -142,23 +142,30 @@ def _stale(older_than: float) -> ColumnElement[bool]:
 def length_chunks(
     lengths: Iterable[tuple[int, int]], size: int, cost: Callable[[int], float] | None = None
 ) -> list[list[int]]:
-    """Document ids (with their text lengths) in chunks of at most ``size``, by length,
-    so a worker pads little. With ``cost`` (characters -> estimated token-passes,
-    ``contract.cost``), a chunk also closes before it would cost more than ``size``
-    documents of 128 tokens: a long document with an expensive method goes alone, and
-    does not hold short ones back for minutes."""
-    ordered = sorted(lengths, key=lambda pair: (pair[1], pair[0]))
+    """Document ids (with their text lengths) in chunks by length: ``iter_chunks``."""
+    return list(iter_chunks(sorted(lengths, key=lambda pair: (pair[1], pair[0])), size, cost))
+
+
+def iter_chunks(
+    ordered: Iterable[tuple[int, int]], size: int, cost: Callable[[int], float] | None = None
+) -> Iterator[list[int]]:
+    """Document ids, given shortest first with their text lengths, in chunks of at most
+    ``size`` of similar length, so a worker pads little. With ``cost`` (characters ->
+    estimated token-passes, ``contract.cost``), a chunk also closes before it would cost
+    more than ``size`` documents of 128 tokens: a long document with an expensive method
+    goes alone, and does not hold short ones back for minutes."""
     budget = math.inf if cost is None else size * cost(TYPICAL_CHARS)
-    chunks: list[list[int]] = []
+    chunk: list[int] = []
     spent = 0.0
     for doc_id, chars in ordered:
         price = 0.0 if cost is None else cost(chars)
-        if not chunks or len(chunks[-1]) == size or spent + price > budget:
-            chunks.append([])
-            spent = 0.0
-        chunks[-1].append(doc_id)
+        if chunk and (len(chunk) == size or spent + price > budget):
+            yield chunk
+            chunk, spent = [], 0.0
+        chunk.append(doc_id)
         spent += price
-    return chunks
+    if chunk:
+        yield chunk
 
 
 def touch_running(session: Session, document_ids: Iterable[int]) -> None:

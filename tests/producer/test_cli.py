@@ -26,7 +26,7 @@ from typer.testing import CliRunner, Result
 from contract.settings import get_settings
 from db.models import Batch, Document
 from db.session import migrate, session_scope
-from producer.cli import EXIT_UNFINISHED
+from producer.cli import EXIT_REJECTED, EXIT_UNFINISHED
 from producer.cli import app as producer_app
 from results.cli import app as results_app
 
@@ -333,6 +333,45 @@ def test_a_long_expensive_document_gets_a_chunk_of_its_own_and_a_note(
         assert chunks == [[ids["long"]], sorted(ids[f"s{i}"] for i in range(10))]
         quiet = submit(write("short.jsonl", "\n".join(lines[:4]) + "\n"), "--method", "lig")
         assert "note:" not in quiet.stderr  # short documents: nothing to say
+    finally:  # nobody consumes this queue
+        client = redis.Redis.from_url(broker_url)
+        for key in client.scan_iter(f"{queue}*"):
+            client.delete(key)
+
+
+def test_a_file_longer_than_a_page_streams_in_whole_and_is_sent_once(
+    producer, env, write, broker_url
+):
+    """12,000 lines (over two pages of inserts), a bad line in each page: every good
+    line registered once, every bad one rejected as it was read, each document sent in
+    exactly one chunk, and `producer status` counts them all."""
+    queue = f"test-stream-{uuid.uuid4().hex[:8]}"
+    env(broker_url=broker_url, queue=queue)
+    bad = {7, 5_003, 11_999}
+    lines = [
+        "{not json" if n in bad else json.dumps({"id": n, "text": f"review {n}"})
+        for n in range(1, 12_001)
+    ]
+    path = write("big.jsonl", "\n".join(lines) + "\n")
+    try:
+        result = submit(path, "--json")
+        assert result.exit_code == EXIT_REJECTED, result.output
+        summary = json.loads(result.stdout)
+        assert summary["accepted"] == 12_000 - len(bad)
+        assert [r["line"] for r in summary["rejected"]] == sorted(bad)
+        printed = [line for line in result.stderr.splitlines() if line.startswith("rejected")]
+        assert [line.split(":")[1] for line in printed] == [str(n) for n in sorted(bad)]
+        (batch,) = producer.batches()
+        assert (batch.submitted, batch.rejected) == (12_000 - len(bad), len(bad))
+        with session_scope(producer.url) as session:
+            ids = set(session.scalars(select(Document.id).where(Document.batch_id == batch.id)))
+            lines_in = set(session.scalars(select(Document.line)))
+        assert lines_in == set(range(1, 12_001)) - bad
+        sent = [doc for chunk in queued_chunks(broker_url, queue) for doc in chunk]
+        assert len(sent) == len(ids) and set(sent) == ids  # each once
+        assert summary["tasks"] == -(-len(ids) // 16)  # short documents: chunks by count
+        status = runner.invoke(producer_app, ["status", batch.id], catch_exceptions=False)
+        assert f"{len(ids)}" in status.stdout
     finally:  # nobody consumes this queue
         client = redis.Redis.from_url(broker_url)
         for key in client.scan_iter(f"{queue}*"):
