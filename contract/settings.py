@@ -55,7 +55,14 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite at $EXPLAINQ_HOME/explainq.db."
     )
-    broker_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="Redis URL; or Redis Sentinel's sentinel://host:port;sentinel://host:port "
+        "with EXPLAINQ_BROKER_MASTER.",
+    )
+    broker_master: str | None = Field(
+        default=None, description="With sentinel:// broker URLs: the name of the master."
+    )
     queue: str = "explainq"
 
     model: str = Field(
@@ -116,6 +123,15 @@ class Settings(BaseSettings):
         if problem := methods_problem(methods):
             raise ValueError(problem)
         return ",".join(methods)
+
+    @model_validator(mode="after")
+    def _sentinel_has_a_master(self) -> Settings:
+        if self.broker_url.startswith("sentinel://") and not self.broker_master:
+            raise ValueError(
+                "EXPLAINQ_BROKER_URL is a sentinel:// URL: set EXPLAINQ_BROKER_MASTER to the "
+                "name of the master the sentinels watch"
+            )
+        return self
 
     @model_validator(mode="after")
     def _within_caps(self) -> Settings:
