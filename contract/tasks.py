@@ -42,6 +42,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # publish (producer, sweeper, retry) forever.
             "socket_timeout": 30,
             "socket_connect_timeout": 5,
+            # Redis Sentinel: the sentinels name the current master; kombu asks again
+            # after a failover.
+            **({"master_name": settings.broker_master} if settings.broker_master else {}),
         },
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # a worker outlives any broker outage
