@@ -113,7 +113,10 @@ def queue_depths(settings: Settings, queues: list[str]) -> dict[str, int]:
     from kombu.exceptions import ChannelError
 
     depths = {}
-    with Connection(settings.broker_url, connect_timeout=2) as connection:
+    options = {"master_name": settings.broker_master} if settings.broker_master else {}
+    with Connection(
+        settings.broker_url, connect_timeout=2, transport_options=options
+    ) as connection:
         channel = connection.default_channel
         for queue in queues:
             try:

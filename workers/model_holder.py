@@ -72,15 +72,19 @@ def serves(spec: str, settings: Settings) -> bool:
         return False
 
 
-def get_model(spec: str, settings: Settings) -> LoadedModel:
-    """The model of this worker, loaded once; ``NotThisModel`` for any other."""
+def get_model(spec: str, settings: Settings, sha256: str | None = None) -> LoadedModel:
+    """The model of this worker, loaded once; ``NotThisModel`` for any other. With
+    ``sha256`` (the weights on disk now, as a replay hashes them), loaded again if the
+    held one was loaded from other weights."""
     global _current
     if not serves(spec, settings):
         raise NotThisModel(
             f"this worker serves EXPLAINQ_MODEL={settings.model!r} and loads no other model"
         )
     with _lock:
-        if _current is None:
+        held = getattr(_current.classifier, "sha256", None) if _current else None
+        if _current is None or (sha256 is not None and held != sha256):
+            _current = None  # free the old weights before loading the new ones
             _current = _load(settings.model, settings)
         return _current
 
