@@ -301,10 +301,13 @@ def test_wait_seals_a_finished_batch_and_prints_its_seal_line(producer):
 
 
 def queued_chunks(broker_url: str, queue: str) -> list[list[int]]:
-    """The document ids of every chunk waiting in ``queue`` (kombu's JSON envelopes)."""
+    """The document ids of every chunk waiting under the prefix ``queue``: in the model
+    queues ``<queue>.<model>`` the chunks go to (kombu's JSON envelopes)."""
     client = redis.Redis.from_url(broker_url)
     chunks = []
-    for raw in client.lrange(queue, 0, -1):
+    lists = [k for k in client.scan_iter(f"{queue}.*") if client.type(k) == b"list"]
+    assert len(lists) <= 1, lists  # one model, one queue
+    for raw in (raw for key in lists for raw in client.lrange(key, 0, -1)):
         args, _kwargs, _embed = json.loads(base64.b64decode(json.loads(raw)["body"]))
         chunks.append(args[1])
     return chunks
