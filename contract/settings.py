@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     web_password: SecretStr | None = Field(
         default=None, description="results serve: HTTP Basic password (with EXPLAINQ_WEB_USER)."
     )
+    web_statement_timeout_ms: int = Field(
+        default=5000, ge=0, description="results serve: the longest one read may run (0: none)."
+    )
 
     @field_validator("method")
     @classmethod

@@ -5,6 +5,7 @@ attention, saliency; vectors, agreements, aggregates) and one hostile batch writ
 
 from __future__ import annotations
 
+import math
 import re
 import socket
 import threading
@@ -84,6 +85,9 @@ def fill_hostile(url: str) -> tuple[str, dict[str, int], int]:
                 words=words, quality={"comprehensiveness": 0.3, "sufficiency": 0.1,
                 "random_comprehensiveness": 0.1, "random_sufficiency": 0.2},
                 execution={"max_tokens": 512, "window_stride": None, "quality": True},
+                # the last text's saliency carries an attention map with a NaN (stored None)
+                extra={"cls_attention": [[0.5, math.nan] + [0.1] * (n - 2), [0.2] * n]}
+                if method == "saliency" and text == HOSTILE_TEXTS[-1] else None,
             ))  # fmt: skip
         records.representations.append(RepresentationRecord(doc_id, model, [1.0, 0.5, doc_id]))
         records.agreements.append(AgreementRecord(doc_id, model, ("lig", "saliency"), -1.0))

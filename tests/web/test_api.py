@@ -9,24 +9,32 @@ import io
 import json
 import math
 import re
+import time
 
 import pytest
+from fastapi import Depends
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 import web.export
 from contract.settings import Settings
 from db.export import export_rows
 from db.session import session_scope
 from tests.web.conftest import HOSTILE_MODEL, HOSTILE_TEXTS, SYNTHETIC_DOCS, Filled
+from web.api import _attachment
 from web.app import create_app
-from web.session import read_session
+from web.session import read_session, session
 
 
 @pytest.fixture(scope="module")
 def client(filled: Filled) -> TestClient:
     return TestClient(create_app(Settings(database_url=filled.url)))
+
+
+def _cursor(parts: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
 
 
 def walk(client: TestClient, **params) -> list[dict]:
@@ -116,6 +124,8 @@ def test_a_document_has_every_method_side_by_side_with_its_provenance(client, fi
         inside = sum(s for s, w in zip(e["attributions"], e["word_ids"], strict=True) if w >= 0)
         assert math.isclose(total, inside, rel_tol=1e-9, abs_tol=1e-9)
         assert e["scale"] == max(abs(p["score"]) for p in e["words"] if p["score"] is not None)
+        assert e["subword_scale"] == max(abs(p["score"]) for p in e["subwords"]
+                                         if p["score"] is not None)  # fmt: skip
         assert set(e["agreement"]) == {"lig", "attention", "saliency"} - {e["method"]}
     attention = doc["explanations"][1]
     assert attention["attention"] == record["extra"]["cls_attention"]
@@ -125,6 +135,28 @@ def test_a_document_has_every_method_side_by_side_with_its_provenance(client, fi
     assert doc_id not in {n["id"] for n in doc["neighbours"]}
     similarities = [n["similarity"] for n in doc["neighbours"]]
     assert similarities == sorted(similarities, reverse=True)
+    # the subword view's legend and colours on the tokens' own scale, not the words'
+    rows = client.get("/api/v1/documents", params={"batch": filled.synthetic[0]}).json()["rows"]
+    for row in rows:
+        lig = client.get(f"/api/v1/documents/{row['id']}").json()["explanations"][0]
+        if lig["subword_scale"] != lig["scale"]:  # the largest word has several tokens
+            break
+    else:
+        pytest.fail("no document whose words and subwords have different scales")
+    subwords = client.get(f"/documents/{row['id']}?view=subwords").text
+    assert f"full strength at |score| {lig['subword_scale']:.3g}" in subwords
+
+
+def test_an_attention_map_with_a_nan_shows_a_blank_cell(client, filled):
+    doc_id = filled.hostile_ids[HOSTILE_TEXTS[-1]]
+    doc = client.get(f"/api/v1/documents/{doc_id}")
+    assert doc.status_code == 200, doc.text
+    saliency = doc.json()["explanations"][1]
+    assert saliency["method"] == "saliency" and saliency["attention"][0][1] is None
+    page = client.get(f"/documents/{doc_id}")
+    assert page.status_code == 200, page.text
+    assert re.search(r'fill="#ffffff" stroke="#eee"><title>layer 1, [^<]*: not finite</title>',
+                     page.text)  # fmt: skip
 
 
 def test_subwords_are_the_tokens_own_characters(client, filled):
@@ -188,9 +220,20 @@ def _escaped(value: str) -> str:
         ("/api/v1/documents/99999999999999", 422), ("/api/v1/corpus?model=nope", 404),
         ("/api/v1/export.csv?batch=nope", 404), ("/static/../db/models.py", 404),
         ("/documents?min_confidence=&label=", 200),  # a form's empty fields: no filter
+        # forged cursors: not a list, an id past 64 bits, a value no order writes, a bool id
+        (f"/api/v1/documents?after={_cursor(1)}", 400),
+        (f"/api/v1/documents?after={_cursor(['a', None, 2**80])}", 400),
+        (f"/api/v1/documents?after={_cursor(['a', {'x': 1}, 3])}", 400),
+        (f"/api/v1/documents?after={_cursor(['a', None, True])}", 400),
+        (f"/api/v1/documents?order=confidence&after={_cursor(['a', 'x', 3])}", 400),
+        (f"/api/v1/documents?order=status&after={_cursor(['a', 'GONE', 3])}", 400),
+        ("/api/v1/documents?" + "&".join(f"where=k{i}=1" for i in range(6)), 400),
+        ("/api/v1/documents?where=k=" + "v" * 200, 400),
+        ("/api/v1/documents?label=nope", 404),
     ],
 )  # fmt: skip
 def test_bad_requests_are_4xx_never_500(client, path, status):
+    """Only the web's own NotFound and BadRequest are 4xx (web.errors)."""
     response = client.get(path)
     assert response.status_code == status, response.text
     if path.startswith("/api/") and status in (400, 404):
@@ -204,6 +247,55 @@ def test_every_response_carries_the_security_headers(client):
         assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
         assert "unsafe-inline" not in csp
         assert headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("error", [RuntimeError, ValueError, LookupError])
+def test_a_server_error_is_a_500_with_the_security_headers(filled, error):
+    """A bug is a 500, whatever its type (no LookupError passes for a 404), and carries
+    the headers of every response."""
+    app = create_app(Settings(database_url=filled.url))
+
+    def broken() -> None:
+        raise error("a bug")
+
+    app.add_api_route("/api/v1/broken", broken)
+    app.add_api_route("/broken", broken)
+    client = TestClient(app, raise_server_exceptions=False)
+    for path in ("/api/v1/broken", "/broken"):
+        response = client.get(path)
+        assert response.status_code == 500
+        assert "a bug" not in response.text
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_read_past_the_time_bound_is_a_503_that_says_so(filled):
+    app = create_app(Settings(database_url=filled.url, web_statement_timeout_ms=50))
+    slow = ("SELECT pg_sleep(2)" if filled.url.startswith("postgresql") else
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c"
+            " WHERE x < 100000000) SELECT count(*) FROM c")  # fmt: skip
+
+    def heavy(db: Session = Depends(session)) -> None:  # as a read that scans far
+        db.execute(text(slow))
+
+    app.add_api_route("/api/v1/heavy", heavy)
+    started = time.monotonic()
+    response = TestClient(app).get("/api/v1/heavy")
+    assert response.status_code == 503, response.text
+    assert "EXPLAINQ_WEB_STATEMENT_TIMEOUT_MS" in response.json()["detail"]
+    assert time.monotonic() - started < 1.5  # stopped at the bound, not at its end
+    assert TestClient(app).get("/api/v1/batches").status_code == 200  # and reads go on
+
+
+def test_healthz_says_nothing_of_the_database(tmp_path):
+    missing = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"
+    response = TestClient(create_app(Settings(database_url=missing))).get("/healthz")
+    assert response.status_code == 503 and response.text == "unavailable\n"
+
+
+def test_an_export_file_name_is_ascii_letters_digits_and_dashes():
+    header = _attachment('ü-1é"\r\n;x', "csv")["content-disposition"]
+    assert header == 'attachment; filename="explainq--1x.csv"'
 
 
 def test_basic_auth_when_credentials_are_set(filled):
