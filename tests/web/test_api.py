@@ -20,9 +20,21 @@ from sqlalchemy.orm import Session
 
 import web.export
 from contract.settings import Settings
+from db import vector_index
+from db.batches import NewDocument, create_batch
 from db.export import export_rows
-from db.session import session_scope
-from tests.web.conftest import HOSTILE_MODEL, HOSTILE_TEXTS, SYNTHETIC_DOCS, Filled
+from db.ownership import claim
+from db.records import ChunkRecords, ExplanationRecord, RepresentationRecord
+from db.session import migrate, session_scope
+from db.writes import register_model, save_chunk
+from tests.web.conftest import (
+    HOSTILE_MODEL,
+    HOSTILE_TEXTS,
+    SYNTHETIC_DOCS,
+    Filled,
+    whitespace_tokens,
+)
+from web import reads
 from web.api import _attachment
 from web.app import create_app
 from web.session import read_session, session
@@ -342,3 +354,39 @@ def test_openapi_documents_every_api_route(client):
             "/api/v1/documents/{document_id}", "/api/v1/corpus", "/api/v1/models",
             "/api/v1/export.jsonl", "/api/v1/export.csv"} <= set(paths)  # fmt: skip
     assert not any(not p.startswith("/api/v1/") for p in paths)
+
+
+def test_the_neighbours_guard_asks_about_the_searched_models_vectors(
+    fresh_database_url, monkeypatch
+):
+    """Two models of one name (retrained): the guard counts the vectors of the model of
+    the document's own vector, the one the search reads, not the oldest of the name."""
+    url = fresh_database_url
+    migrate(url)
+    with session_scope(url) as session:
+        register_model(session, name="m", path="/old", sha256="aa" * 32, labels=["n", "p"],
+                       info={})  # fmt: skip
+        newer = register_model(session, name="m", path="/new", sha256="bb" * 32,
+                               labels=["n", "p"], info={})  # fmt: skip
+        docs = [NewDocument(f"d{i}", i, f"text {i}", {}) for i in range(3)]
+        batch, ids = create_batch(session, source="in.jsonl", model="m", methods=["lig"],
+                                  params={}, documents=docs, rejections=[])  # fmt: skip
+    records = ChunkRecords()
+    for doc_id, _ in ids:
+        tokens, offsets, words = whitespace_tokens(f"text {doc_id}")
+        records.explanations.append(ExplanationRecord(
+            document_id=doc_id, model_id=newer, method="lig", params={}, label="p",
+            confidence=0.9, probabilities={"n": 0.1, "p": 0.9}, tokens=tokens,
+            attributions=[0.0] * len(tokens), worker="w", device="cpu", batch_id=batch,
+            offsets=offsets, words=words,
+        ))  # fmt: skip
+        records.representations.append(RepresentationRecord(doc_id, newer, [1.0, doc_id]))
+        records.done.append(doc_id)
+    with session_scope(url) as session:
+        claim(session, [doc_id for doc_id, _ in ids], 3, task_id="t")
+        save_chunk(session, records, task_id="t")
+    monkeypatch.setattr(vector_index, "EXACT_BELOW", 2)  # 3 vectors: "large", no index
+    with read_session(url) as session:
+        detail = reads.document_detail(session, ids[0][0])
+    assert detail.neighbours == []
+    assert detail.neighbours_note == "the model's vectors have no index yet: run `results index`"
