@@ -25,7 +25,7 @@ from web.templating import environment, stylesheet
 
 
 def create_app(settings: Settings) -> FastAPI:
-    url = settings.sqlalchemy_url
+    url = settings.web_url
     app = FastAPI(
         title="explainq results",
         version="1",

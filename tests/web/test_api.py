@@ -299,6 +299,13 @@ def test_a_read_past_the_time_bound_is_a_503_that_says_so(filled):
     assert TestClient(app).get("/api/v1/batches").status_code == 200  # and reads go on
 
 
+def test_the_web_reads_through_its_own_database_url(filled, tmp_path):
+    """EXPLAINQ_WEB_DATABASE_URL (a read-only role) wins over the writer's URL."""
+    writer = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"
+    app = create_app(Settings(database_url=writer, web_database_url=filled.url))
+    assert TestClient(app).get("/api/v1/batches").status_code == 200
+
+
 def test_healthz_says_nothing_of_the_database(tmp_path):
     missing = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"
     response = TestClient(create_app(Settings(database_url=missing))).get("/healthz")
