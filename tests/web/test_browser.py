@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from db.words import SPECIAL_TOKENS
-from tests.web.conftest import HOSTILE_TEXTS, IMAGES
+from tests.web.conftest import HOSTILE_TEXTS, IMAGES, fill_example
 
 pytestmark = pytest.mark.usefixtures("served")
 RGB = re.compile(r"rgba?\((\d+), (\d+), (\d+)")
@@ -153,9 +153,10 @@ def test_screenshots_for_the_readme(page: Page, base, served, tmp_path):
     """Taken every run; copied into docs/img only with UPDATE_SCREENSHOTS=1 (a normal
     run writes nothing into the tree)."""
     filled = served[1]
+    example = fill_example(filled.url)  # its own batch and model: the last test here
     page.set_viewport_size({"width": 1100, "height": 720})
-    page.goto(f"{base}/documents?batch={filled.synthetic[0]}&limit=3")
-    page.locator("#documents tbody a").nth(2).click()
+    page.goto(f"{base}/documents/{example}")
+    expect(page.locator("section.method")).to_have_count(3)
     page.screenshot(path=tmp_path / "web-document.png")
     page.goto(f"{base}/corpus?batch={filled.synthetic[0]}")
     page.screenshot(path=tmp_path / "web-corpus.png")
