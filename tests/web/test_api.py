@@ -299,6 +299,19 @@ def test_a_read_past_the_time_bound_is_a_503_that_says_so(filled):
     assert TestClient(app).get("/api/v1/batches").status_code == 200  # and reads go on
 
 
+def test_an_export_session_is_not_bounded(filled):
+    """The exports read a whole batch on purpose: their sessions run past the bound."""
+    slow = ("SELECT pg_sleep(0.3)" if filled.url.startswith("postgresql") else
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c"
+            " WHERE x < 1000000) SELECT count(*) FROM c")  # fmt: skip
+    started = time.monotonic()
+    with read_session(filled.url, timeout_ms=50, bounded=False) as db:
+        db.execute(text(slow))
+    assert time.monotonic() - started > 0.05  # it did run past the bound
+    with pytest.raises(DBAPIError), read_session(filled.url, timeout_ms=50) as db:
+        db.execute(text(slow))
+
+
 def test_the_web_reads_through_its_own_database_url(filled, tmp_path):
     """EXPLAINQ_WEB_DATABASE_URL (a read-only role) wins over the writer's URL."""
     writer = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"
