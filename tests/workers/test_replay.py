@@ -5,6 +5,7 @@ and PostgreSQL; a changed weight file, and a row changed in the database, are ca
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import typer
 from safetensors.torch import load_file, save_file
 from sqlalchemy import func, select, text, update
 from typer.testing import CliRunner
@@ -26,6 +28,7 @@ from db.batches import NewDocument, create_batch
 from db.models import Batch, Document, Explanation
 from db.session import migrate, session_scope
 from results.cli import app
+from results.replay_cli import report
 from tests.processes import BIN, explainq_env
 from workers.chunk import run_chunk
 from workers.job import decode
@@ -184,6 +187,32 @@ def test_compare_fails_a_label_probabilities_or_scores_out_of_tolerance():
     moved = _judge("saliency", _row(), _row(attributions=[0.0, 1.001, -0.5, 0.25]))
     assert not moved.ok and moved.max_abs_diff == pytest.approx(1e-3)
     assert _judge("saliency", _row(), _row(tokens=["[CLS]", "a", "[SEP]"])).problems
+
+
+@pytest.mark.parametrize("side", ["stored", "replayed"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_score_or_probability_on_either_side_fails(side, bad, capsys):
+    finite = _row(attributions=[0.5, -7.0, 0.2, 0.0])
+    broken = _row(attributions=[0.5, bad, 0.2, 0.0])
+    # a NaN that is not first is skipped by max() and compares False with every bound
+    pair = (broken, finite) if side == "stored" else (finite, broken)
+    judged = _judge("saliency", *pair)
+    assert not judged.ok and f"{side} scores not finite" in judged.problems, judged.problems
+    nan_probability = _row(probabilities={"negative": math.nan, "positive": 0.75})
+    pair = (nan_probability, _row()) if side == "stored" else (_row(), nan_probability)
+    judged = _judge("lig", *pair)
+    assert not judged.ok and f"{side} probabilities not finite" in judged.problems
+
+    # --json prints null for the figures, never NaN (not JSON)
+    with pytest.raises(typer.Exit):
+        report([judged.as_json(), _judge("saliency", broken, finite).as_json()], as_json=True)
+    printed = json.loads(capsys.readouterr().out, parse_constant=_no_constant)
+    assert printed["summary"]["failed"] == 2
+    assert printed["rows"][0]["probability_diff"] is None
+
+
+def _no_constant(name: str) -> None:
+    raise AssertionError(f"{name} in JSON output")
 
 
 def test_compare_picks_the_row_of_the_table_by_precision_and_device_kind():
