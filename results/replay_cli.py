@@ -37,7 +37,7 @@ def replay_command(
     timeout: float,
 ) -> None:
     from contract.settings import settings_or_exit
-    from db.replay_rows import choose_rows, stored_rows
+    from db.replay_rows import READ_CHUNK, choose_rows, stored_rows
 
     if doc is None and batch is None:
         raise fail("verify needs a document, --batch B, or --integrity")
@@ -50,10 +50,13 @@ def replay_command(
         _engine_or_exit()  # before anything is read: a missing torch says so at once
     with reading() as session:
         ids = choose_rows(session, doc=doc, batch=batch, sample=sample, method=method)
-        rows = stored_rows(session, ids) if local else []
     with _progress(len(ids)) as advance:
-        if local:
-            verdicts = _replay_here(rows, settings, allow_other_weights, advance)
+        if local:  # a chunk of rows read, replayed and let go at a time: memory stays flat
+            verdicts = []
+            for start in range(0, len(ids), READ_CHUNK):
+                with reading() as session:  # no transaction held open while replaying
+                    rows = stored_rows(session, ids[start : start + READ_CHUNK])
+                verdicts += _replay_here(rows, settings, allow_other_weights, advance)
         else:
             verdicts = _replay_on_workers(ids, settings, allow_other_weights, timeout, advance)
     report(verdicts, as_json)

@@ -17,16 +17,18 @@ import pytest
 import torch
 import typer
 from safetensors.torch import load_file, save_file
-from sqlalchemy import func, select, text, update
+from sqlalchemy import event, func, select, text, update
+from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
 from contract.methods import METHODS
 from contract.model_path import weights_sha256
 from contract.replay import LIG_OTHER_STEPS_COSINE, TOLERANCES, Verdict, compare
 from contract.settings import get_settings
+from db import replay_rows
 from db.batches import NewDocument, create_batch
 from db.models import Batch, Document, Explanation
-from db.replay_rows import choose_rows, stored_rows
+from db.replay_rows import choose_rows, stored_chunks, stored_rows
 from db.session import migrate, session_scope
 from results.cli import app
 from results.replay_cli import report
@@ -160,6 +162,34 @@ def test_weights_changed_between_the_check_and_the_load_are_refused(made, loader
         replay(rows, settings, swap_then_load)
     after = weights_sha256(made.model)
     assert before != after and before in str(refused.value) and after in str(refused.value)
+
+
+def test_rows_are_read_and_replayed_a_chunk_at_a_time(made, monkeypatch):
+    queries: list[int] = []  # bound parameters of each read of stored rows
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:
+        if "model_sha256" in statement:
+            queries.append(len(parameters))
+
+    with session_scope(made.url) as session:
+        ids = choose_rows(session, batch=made.batch)
+        chunks = list(stored_chunks(session, ids, chunk=4))
+        assert len(ids) == 3 * len(METHODS) and [len(c) for c in chunks][:2] == [4, 4]
+        assert [r["id"] for c in chunks for r in c] == ids
+        with pytest.raises(ValueError, match="stored_chunks"):
+            stored_rows(session, ids * 100)  # > READ_CHUNK ids in one query is refused
+
+    monkeypatch.setattr(replay_rows, "READ_CHUNK", 2)
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        code, out, err = verify("--batch", made.batch, "--all", "--local", "--method", "lime",
+                                "--json")  # fmt: skip
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+    assert code == 0, out + err
+    assert json.loads(out)["summary"]["reproduced"] == len(TEXTS) == 3
+    # three rows read two at a time: two queries, of two row ids and one
+    assert queries == [2, 1], queries
 
 
 def test_a_row_changed_in_the_database_fails_replay(made):
