@@ -9,11 +9,15 @@ import math
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
+import redis
 import torch
 import typer
 from safetensors.torch import load_file, save_file
@@ -207,6 +211,35 @@ def test_a_row_changed_in_the_database_fails_replay(made):
     assert len(failed) == 1 and failed[0].startswith(f"row {row} "), out
     assert "scores differ" in failed[0]
     assert f"{len(TEXTS)} rows checked: {len(TEXTS) - 1} reproduced, 1 failed" in err
+
+
+def test_verify_tasks_nobody_takes_expire_and_the_wait_ends_in_one_line(
+    made, broker_url, monkeypatch
+):
+    queue = f"nobody-{uuid.uuid4().hex[:8]}"  # no worker listens here
+    monkeypatch.setenv("EXPLAINQ_BROKER_URL", broker_url)
+    monkeypatch.setenv("EXPLAINQ_QUEUE", queue)
+    get_settings.cache_clear()
+    client = redis.Redis.from_url(broker_url)
+    try:
+        code, out, err = verify("--batch", made.batch, "--all", "--timeout", "1")
+        assert code == 1 and out == "", out
+        assert err.strip() == (f"error: no worker on queue {queue!r} replayed rows "
+                               f"{min_row(made)}.. within 1 s (is one running? --local "
+                               "replays here)")  # fmt: skip
+        messages = [json.loads(m) for m in client.lrange(queue, 0, -1)]
+    finally:
+        client.delete(queue)
+    # 21 rows, 8 per task: each task expires when the command would stop waiting for it
+    assert len(messages) == 3
+    expires = sorted(datetime.fromisoformat(m["headers"]["expires"]) for m in messages)
+    gaps = [(b - a).total_seconds() for a, b in pairwise(expires)]
+    assert all(0.5 < gap < 1.5 for gap in gaps), gaps
+
+
+def min_row(made: Made) -> int:
+    with session_scope(made.url) as session:
+        return session.scalar(select(func.min(Explanation.id)))
 
 
 def test_local_replay_without_torch_says_what_is_missing(tmp_path):
