@@ -73,3 +73,12 @@ def test_a_worker_refuses_changed_weights_in_one_line(system, write, tiny_model,
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert done.stderr.startswith("error: a worker refused: "), done.stderr
     assert before in done.stderr and after in done.stderr
+
+    # weights that cannot be loaded, replayed anyway: the worker raises; its exception
+    # comes back as one line, not as a traceback
+    (model / "model.safetensors").write_bytes(b"not a safetensors file")
+    done = results(system, "verify", "--batch", summary["batch_id"], "--all",
+                   "--allow-other-weights", "--timeout", "120")  # fmt: skip
+    assert done.returncode == 1 and done.stdout == "", done.stdout
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("error: a worker failed to replay rows "), done.stderr
