@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import Document, Explanation, Model, Status
+from db.models import Document, Explanation, Model, RunSettings, Status, explanation_columns
 from db.queries import iso, require_batch, stream
 
 EXPLANATION_FIELDS = (
@@ -39,12 +39,16 @@ def export_rows(
     explanation fields are null), keyed by ``EXPORT_FIELDS``; streamed."""
     require_batch(session, batch)
     # Columns, not ORM objects: a million rows are read at tens of thousands a second.
-    e, d, m = Explanation.__table__.c, Document.__table__.c, Model.__table__.c
+    e = {column.name: column for column in explanation_columns()}
+    d, m = Document.__table__.c, Model.__table__.c
     explained = select(
         *(e[COLUMNS.get(key, key)].label(key) for key in EXPLANATION_FIELDS),
-        e.created_at, d.batch_id, d.external_id, d.text, d.meta, d.error,
+        e["created_at"], d.batch_id, d.external_id, d.text, d.meta, d.error,
         m.name.label("model"), m.path.label("model_path"), m.sha256.label("model_sha256"),
-    ).select_from(Explanation.__table__.join(Document.__table__).join(Model.__table__))  # fmt: skip
+    ).select_from(
+        Explanation.__table__.join(Document.__table__).join(Model.__table__)
+        .join(RunSettings.__table__, RunSettings.id == Explanation.settings_id)
+    )  # fmt: skip
     failed = select(Document).where(Document.status == Status.FAILED).order_by(Document.id)
     if batch:  # along the (batch, document) index: the first record comes at once
         explained = explained.where(Explanation.batch_id == batch).order_by(
