@@ -4,6 +4,8 @@
   and the value: float64 and int64 kept exactly, so a row reads back the very values
   JSON gave. Key names come from ``KEYS`` (append only: stored rows index it); other
   keys are spelt out; anything not flat falls back to JSON text, tagged.
+- ``TokenList``: token strings joined by the unit separator (U+001F), which tokenizers'
+  vocabularies do not hold; a list with one falls back to JSON text, tagged.
 - ``DeltaIntArray``: ints (character offsets, word ids) as differences from the one
   before, in the narrowest signed width that holds them all: a token is a few
   characters, so offsets take one byte each instead of four.
@@ -115,6 +117,22 @@ def unpack_deltas(data: bytes) -> list[int]:
     return list(accumulate(packed))
 
 
+_SEPARATOR = "\x1f"
+
+
+def pack_tokens(tokens: Sequence[str]) -> bytes:
+    plain = all(isinstance(t, str) and t and _SEPARATOR not in t for t in tokens)
+    if not (plain and tokens):
+        return _as_json(list(tokens))
+    return bytes([_PACKED]) + _SEPARATOR.join(tokens).encode()
+
+
+def unpack_tokens(data: bytes) -> list[Any]:
+    if data[0] == _JSON:
+        return json.loads(data[1:])
+    return data[1:].decode().split(_SEPARATOR)
+
+
 class CompactDict(TypeDecorator[Any]):
     """A flat dict of numbers (``pack_dict``); None is SQL NULL."""
 
@@ -139,3 +157,16 @@ class DeltaIntArray(TypeDecorator[list[int]]):
 
     def process_result_value(self, value: bytes | None, dialect: Dialect) -> list[int] | None:
         return None if value is None else unpack_deltas(bytes(value))
+
+
+class TokenList(TypeDecorator[list[Any]]):
+    """A list of token strings (``pack_tokens``); None is SQL NULL."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: Sequence[str] | None, dialect: Dialect) -> bytes | None:
+        return None if value is None else pack_tokens(value)
+
+    def process_result_value(self, value: bytes | None, dialect: Dialect) -> list[Any] | None:
+        return None if value is None else unpack_tokens(bytes(value))

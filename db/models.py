@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
 
 from db.arrays import Float32Array
-from db.compact import CompactDict, DeltaIntArray
+from db.compact import CompactDict, DeltaIntArray, TokenList
 
 # JSON text on SQLite, binary JSONB on PostgreSQL (smaller, and indexable with GIN).
 Json = JSON().with_variant(JSONB(), "postgresql")
@@ -195,8 +195,8 @@ class Explanation(Base):
     device: Mapped[str] = _setting(RunSettings.device, settings_id)
     label: Mapped[str] = mapped_column(String(200))
     confidence: Mapped[float] = mapped_column(Float, doc="Probability of the predicted label.")
-    probabilities: Mapped[dict[str, Any]] = mapped_column()
-    tokens: Mapped[list[Any]] = mapped_column()
+    probabilities: Mapped[dict[str, Any]] = mapped_column(CompactDict)
+    tokens: Mapped[list[Any]] = mapped_column(TokenList)
     attributions: Mapped[list[Any]] = mapped_column(Float32Array, doc="Score per token.")
     offsets: Mapped[list[Any] | None] = mapped_column(
         DeltaIntArray, doc="Character start and end of each token in the text, flattened."

@@ -227,6 +227,7 @@ ROWS_0006 = [
     {"method": "attention", "params": {}, "timings": {"custom stage": 1, "nested": [1, 2]},
      "quality": {"comprehensiveness": 70000.5, "other": "kept"}, "offsets": [0, 70000, 3, 9],
      "words": [0, 1], "execution": {"quality": False}, "worker": "celery@host-1",
+     "tokens": ["a\x1fb", "", "é"], "probabilities": {"pos": 1, "neg": 0.0},
      "device": "cuda:0 (NVIDIA H200, bf16)", "extra": {"cls_attention": [0.25, 0.75]}},
 ]  # fmt: skip
 ROWS_0006.append({**ROWS_0006[0], "method": "occlusion"})  # the same settings as lig's

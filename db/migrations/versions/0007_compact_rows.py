@@ -1,6 +1,6 @@
 """the lig row within 1 KB: parameters, execution, worker and device stored once per set
-(run_settings), timings and quality as packed numbers, offsets and word ids as narrow
-differences
+(run_settings), probabilities, timings and quality as packed numbers, tokens as one
+string, offsets and word ids as narrow differences
 
 Revision ID: 0007
 Revises: 0006
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from db.arrays import Int32Array
-from db.compact import CompactDict, DeltaIntArray
+from db.compact import CompactDict, DeltaIntArray, TokenList
 from db.models import Json, NullableJson
 
 revision: str = "0007"
@@ -35,12 +35,14 @@ APPEND_ONLY = ("explanations", "seals", "seal_rows")
 SETTINGS = ("params", "execution", "worker", "device")
 # explanation column -> (its type at 0006, its type at 0007)
 PACKED = {
+    "probabilities": (Json, CompactDict()),
+    "tokens": (Json, TokenList()),
     "timings": (Json, CompactDict()),
     "quality": (NullableJson, CompactDict()),
     "offsets": (Int32Array(), DeltaIntArray()),
     "words": (Int32Array(), DeltaIntArray()),
 }
-NOT_NULL_0006 = {"params", "worker", "device", "timings"}
+NOT_NULL_0006 = {"params", "worker", "device", "timings", "probabilities", "tokens"}
 
 run_settings = sa.table(
     "run_settings",
