@@ -154,10 +154,11 @@ class RunSettings(Base):
 
 
 def _setting(column: Any, settings_id: Any) -> Any:
-    """A column of the row's settings, read with the row (a primary-key probe)."""
+    """A column of the row's settings: the four read together, by a primary-key probe,
+    when one is first used (a page of a listing needs none of them)."""
     return column_property(
         select(column).where(RunSettings.id == settings_id).correlate_except(RunSettings)
-        .scalar_subquery()
+        .scalar_subquery(), deferred=True, group="settings",
     )  # fmt: skip
 
 
@@ -174,6 +175,8 @@ class Explanation(Base):
         Index("ix_explanations_batch_order", "batch_id", "method", "confidence", "document_id"),
         # a model's first and last use (`results models`): two probes, not a scan
         Index("ix_explanations_model_created", "model_id", "created_at"),
+        # pages of all batches by confidence: read down this index, not sorted
+        Index("ix_explanations_confidence", "confidence", "document_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

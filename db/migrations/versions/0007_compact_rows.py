@@ -1,6 +1,7 @@
 """the lig row within 1 KB: parameters, execution, worker and device stored once per set
 (run_settings), probabilities, timings and quality as packed numbers, tokens as one
-string, offsets and word ids as narrow differences
+string, offsets and word ids as narrow differences; an index for all batches' rows by
+confidence
 
 Revision ID: 0007
 Revises: 0006
@@ -175,6 +176,7 @@ def upgrade() -> None:
         batch_op.create_foreign_key(
             "fk_explanations_settings_id", "run_settings", ["settings_id"], ["id"]
         )
+        batch_op.create_index("ix_explanations_confidence", ["confidence", "document_id"])
     if postgres:
         create_append_only()
 
@@ -204,6 +206,7 @@ def downgrade() -> None:
             {"row_id": row["id"], **{name: row[name] for name in kinds_0006}} for row in rows
         ])  # fmt: skip
     with op.batch_alter_table("explanations") as batch_op:
+        batch_op.drop_index("ix_explanations_confidence")
         batch_op.drop_constraint("fk_explanations_settings_id", type_="foreignkey")
         batch_op.drop_column("settings_id")
         for name in PACKED:
