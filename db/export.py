@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, undefer_group
+from sqlalchemy.orm import Load, Session
 
 from db.models import SETTINGS, Document, Explanation, Model, RunSettings, Status
 from db.queries import iso, require_batch, stream
@@ -101,7 +101,7 @@ def document_records(session: Session, document: Document) -> list[dict[str, Any
     """A document's export records: one per explanation, or one bare record (any status)."""
     query = (
         select(Explanation, Model).join(Model).where(Explanation.document_id == document.id)
-        .options(undefer_group("settings"))  # with the rows, not one query each
+        .options(Load(Explanation).undefer_group("settings"))  # with the rows
     )  # fmt: skip
     explained = session.execute(query.order_by(Explanation.id))
     records = [export_record(document, exp, model) for exp, model in explained]
