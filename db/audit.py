@@ -25,7 +25,7 @@ from db.models import (
     SealRow,
     explanation_columns,
 )
-from db.queries import require_batch, stream
+from db.queries import in_batch, require_batch, stream
 from db.records import digest_content, explanation_digest
 from db.seals import seal_order
 
@@ -74,7 +74,7 @@ def verify_integrity(
     require_batch(session, batch)
     report = IntegrityReport()
     now: dict[str | None, Merkle] = {}
-    in_scope: list[ColumnElement[bool]] = [] if batch is None else [Explanation.batch_id == batch]
+    in_scope: list[ColumnElement[bool]] = [] if batch is None else [in_batch(batch)]
 
     query = (
         select(
@@ -209,7 +209,7 @@ def audit_rows(session: Session, batch_id: str) -> Iterator[dict[str, Any]]:
         .join(RunSettings, RunSettings.id == Explanation.settings_id)
         .join(Document, Document.id == Explanation.document_id)
         .join(Model, Model.id == Explanation.model_id)
-        .where(Explanation.batch_id == batch_id)
+        .where(in_batch(batch_id))
         .order_by(*seal_order(session))
     )
     for row in stream(session, query).mappings():

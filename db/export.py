@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Load, Session
 
 from db.models import SETTINGS, Document, Explanation, Model, RunSettings, Status
-from db.queries import iso, require_batch, stream
+from db.queries import in_batch, iso, require_batch, stream
 
 EXPLANATION_FIELDS = (
     "method", "params", "label", "confidence", "probabilities", "tokens", "attributions",
@@ -47,9 +47,9 @@ def export_rows(
         d.batch_id, d.external_id, d.text, d.meta, d.error, m.name, m.path, m.sha256,
     ).select_from(Explanation.__table__.join(Document.__table__).join(Model.__table__))  # fmt: skip
     failed = select(Document).where(Document.status == Status.FAILED).order_by(Document.id)
-    if batch:  # along the (batch, document) index: the first record comes at once
-        explained = explained.where(Explanation.batch_id == batch).order_by(
-            Explanation.batch_id, Explanation.document_id, Explanation.id
+    if batch:  # along the identity index (in_batch): the first record comes at once
+        explained = explained.where(in_batch(batch)).order_by(
+            Explanation.document_id, Explanation.id
         )
         failed = failed.where(Document.batch_id == batch)
     else:

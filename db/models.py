@@ -170,8 +170,9 @@ class Explanation(Base):
         UniqueConstraint(
             "document_id", "model_id", "method", "params_key", name="uq_explanations_identity"
         ),
-        Index("ix_explanations_batch_document", "batch_id", "document_id"),  # export
-        # keyset pages of a batch by confidence (`results list --order -confidence`)
+        # keyset pages of a batch by confidence (`results list --order -confidence`); a
+        # batch's rows in document order (export, audit) are read along the identity
+        # index instead (db.queries.in_batch)
         Index("ix_explanations_batch_order", "batch_id", "method", "confidence", "document_id"),
         # a model's first and last use (`results models`): two probes, not a scan
         Index("ix_explanations_model_created", "model_id", "created_at"),

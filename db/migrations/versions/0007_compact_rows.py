@@ -1,7 +1,7 @@
 """the lig row within 1 KB: parameters, execution, worker and device stored once per set
 (run_settings), probabilities, timings and quality as packed numbers, tokens as one
 string, offsets and word ids as narrow differences; an index for all batches' rows by
-confidence
+confidence, and none for a batch's rows by document (read along the identity index)
 
 Revision ID: 0007
 Revises: 0006
@@ -177,6 +177,9 @@ def upgrade() -> None:
             "fk_explanations_settings_id", "run_settings", ["settings_id"], ["id"]
         )
         batch_op.create_index("ix_explanations_confidence", ["confidence", "document_id"])
+        # a batch's rows in document order are read along the identity index instead: this
+        # one, by a random batch id then ascending ids, stood at half-full pages
+        batch_op.drop_index("ix_explanations_batch_document")
     if postgres:
         create_append_only()
 
@@ -207,6 +210,7 @@ def downgrade() -> None:
         ])  # fmt: skip
     with op.batch_alter_table("explanations") as batch_op:
         batch_op.drop_index("ix_explanations_confidence")
+        batch_op.create_index("ix_explanations_batch_document", ["batch_id", "document_id"])
         batch_op.drop_constraint("fk_explanations_settings_id", type_="foreignkey")
         batch_op.drop_column("settings_id")
         for name in PACKED:
