@@ -23,6 +23,7 @@ COPY contract ./contract
 COPY db ./db
 COPY producer ./producer
 COPY results ./results
+COPY web ./web
 COPY workers ./workers
 RUN pip install ".[workers]"
 

@@ -25,9 +25,17 @@ from producer.submit import broker_app, submit
 class RunningSystem:
     """``with RunningSystem(model) as system: system.explain(texts)``."""
 
-    # Faithfulness metrics are off: the throughput benchmarks compare attribution alone.
-    def __init__(self, model: Path, n_steps: str = "auto", worker_args: tuple[str, ...] = ()):
+    # Faithfulness is off unless asked (``quality``: EXPLAINQ_QUALITY's true, false or
+    # sample:F): most benchmarks compare attribution alone, as the peers compute none.
+    def __init__(
+        self,
+        model: Path,
+        n_steps: str = "auto",
+        worker_args: tuple[str, ...] = (),
+        quality: str = "false",
+    ):
         self.model, self.n_steps, self.worker_args = model, n_steps, worker_args
+        self.quality = quality
         self.stack = ExitStack()
 
     def __enter__(self) -> RunningSystem:
@@ -37,7 +45,7 @@ class RunningSystem:
         self.settings = Settings(home=home, broker_url=redis.url, model=str(self.model), n_steps=50)
         migrate(self.settings.sqlalchemy_url)
         env = {**os.environ, "EXPLAINQ_HOME": str(home), "EXPLAINQ_BROKER_URL": redis.url,
-               "EXPLAINQ_MODEL": str(self.model), "EXPLAINQ_QUALITY": "false"}  # fmt: skip
+               "EXPLAINQ_MODEL": str(self.model), "EXPLAINQ_QUALITY": self.quality}  # fmt: skip
         self.log = home / "worker.log"
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers", "worker", "--concurrency=1",

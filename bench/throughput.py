@@ -11,7 +11,8 @@ long documents of ~128-256 tokens made of consecutive sentences):
 3. the explainq engine at n_steps=50;
 4. the explainq engine with adaptive steps;
 5. the whole system: ``producer submit`` -> Redis -> a worker -> the database, from
-   submit to the last row (worker started and warmed beforehand).
+   submit to the last row (worker started and warmed beforehand), with faithfulness
+   off, on (the default) and sampled (``EXPLAINQ_QUALITY=sample:0.1``).
 
 For each: documents per second, ratio to the baseline, peak memory above the start,
 the largest relative completeness gap, and the minimum cosine similarity to a
@@ -166,7 +167,7 @@ def measure_set(
         measure(name, run, None if note else reference, note)[0] for name, run, note in variants
     ]
     if system:
-        rows.append(measure_system(path, texts, reference))
+        rows += [measure_system(path, texts, reference, quality) for quality in QUALITY_MODES]
     for row in rows:
         row.ratio = row.docs_per_second / rows[0].docs_per_second
     show(set_name, rows)
@@ -174,20 +175,25 @@ def measure_set(
             "rows": [asdict(r) for r in rows]}  # fmt: skip
 
 
-def measure_system(path: Path, texts: list[str], reference: list[Attributed]) -> Row:
+# The whole system with faithfulness off, on (the default) and on a tenth of the documents.
+QUALITY_MODES = ("false", "true", "sample:0.1")
+
+
+def measure_system(path: Path, texts: list[str], reference: list[Attributed], quality: str) -> Row:
     from bench.system import RunningSystem
 
     def run() -> list[Attributed]:
         rows = running.explain(texts)
         return [Attributed(r.attributions, r.relative_gap) for r in rows]
 
-    with RunningSystem(path) as running:
+    with RunningSystem(path, quality=quality) as running:
         # Untimed pass over the same documents: the engine variants ran after the GL-256
         # reference had seen these shapes, so the worker gets the same warm kernel caches.
         running.explain(texts)
         pids = [os.getpid(), running.worker.pid]
         note = "producer -> Redis -> worker -> DB"
-        return measure("whole system, adaptive", run, reference, note, pids=pids)[0]
+        name = f"whole system, adaptive, EXPLAINQ_QUALITY={quality}"
+        return measure(name, run, reference, note, pids=pids)[0]
 
 
 def show(set_name: str, rows: list[Row]) -> None:

@@ -12,12 +12,44 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.caps import as_env, cap_problems, stride_problems
 from contract.methods import FIRST_LEVEL, methods_problem, split_methods
 from contract.model_path import DEFAULT_MODEL
+
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def parse_quality(value: object) -> object:
+    """``EXPLAINQ_QUALITY``: true, false, or ``sample:F`` (0 < F <= 1) for a share."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    if text in _TRUE | _FALSE:
+        return text in _TRUE
+    share = text.removeprefix("sample:")
+    try:
+        if text.startswith("sample:") and 0 < float(share) <= 1:
+            return float(share)
+    except ValueError:
+        pass
+    raise ValueError(f"true, false or sample:F with 0 < F <= 1, not {value!r}")
+
+
+def quality_label(quality: bool | float) -> bool | str:
+    """How a run's quality setting is recorded on its rows: true, false or sample:F."""
+    if isinstance(quality, bool) or quality >= 1:
+        return bool(quality)
+    return f"sample:{quality:g}"
 
 
 class Settings(BaseSettings):
@@ -30,7 +62,14 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite at $EXPLAINQ_HOME/explainq.db."
     )
-    broker_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="Redis URL; or Redis Sentinel's sentinel://host:port;sentinel://host:port "
+        "with EXPLAINQ_BROKER_MASTER.",
+    )
+    broker_master: str | None = Field(
+        default=None, description="With sentinel:// broker URLs: the name of the master."
+    )
     queue: str = "explainq"
 
     model: str = Field(
@@ -54,8 +93,10 @@ class Settings(BaseSettings):
         default=None, ge=1, description="Rows per pass; unset: sized from memory."
     )
     max_tokens: int = Field(default=512, ge=8, le=8192)
-    quality: bool = Field(
-        default=True, description="Measure faithfulness (comprehensiveness, sufficiency)."
+    quality: Annotated[bool | float, BeforeValidator(parse_quality)] = Field(
+        default=True,
+        description="Measure faithfulness (comprehensiveness, sufficiency): true, false, or "
+        "sample:F for a share F of the documents (the same ones on every run).",
     )
     window_stride: int | None = Field(
         default=None, ge=1, description="Tokens between overlapping windows of a long text."
@@ -82,6 +123,12 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     db_retries: int = Field(default=5, ge=0)
 
+    # `results serve`: HTTP Basic credentials; required to listen beyond 127.0.0.1.
+    web_user: str | None = Field(default=None, description="results serve: HTTP Basic user.")
+    web_password: SecretStr | None = Field(
+        default=None, description="results serve: HTTP Basic password (with EXPLAINQ_WEB_USER)."
+    )
+
     @field_validator("method")
     @classmethod
     def _known_methods(cls, value: str) -> str:
@@ -89,6 +136,15 @@ class Settings(BaseSettings):
         if problem := methods_problem(methods):
             raise ValueError(problem)
         return ",".join(methods)
+
+    @model_validator(mode="after")
+    def _sentinel_has_a_master(self) -> Settings:
+        if self.broker_url.startswith("sentinel://") and not self.broker_master:
+            raise ValueError(
+                "EXPLAINQ_BROKER_URL is a sentinel:// URL: set EXPLAINQ_BROKER_MASTER to the "
+                "name of the master the sentinels watch"
+            )
+        return self
 
     @model_validator(mode="after")
     def _within_caps(self) -> Settings:

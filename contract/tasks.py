@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 EXPLAIN_TASK = "explainq.explain_chunk"
 SWEEP_TASK = "explainq.sweep"
+# Replay stored rows (args: row ids, allow_other_weights); its result, the verdicts,
+# comes back through the result backend: the one task whose result is kept.
+VERIFY_TASK = "explainq.verify"
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # publish (producer, sweeper, retry) forever.
             "socket_timeout": 30,
             "socket_connect_timeout": 5,
+            # Redis Sentinel: the sentinels name the current master; kombu asks again
+            # after a failover.
+            **({"master_name": settings.broker_master} if settings.broker_master else {}),
         },
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # a worker outlives any broker outage
@@ -49,6 +55,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_ignore_result": True,
+        # Only VERIFY_TASK stores a result (ignore_result=False on the task), in Redis.
+        "result_backend": settings.broker_url,
+        "result_expires": 3600,
         "task_send_sent_event": True,
         "worker_send_task_events": True,
         "worker_prefetch_multiplier": 1,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Batch, Document, Rejection, Status
@@ -63,6 +63,67 @@ def create_batch(
     session.add_all(rows)
     session.flush()
     return batch.id, [(row.id, len(row.text)) for row in rows]
+
+
+PAGE = 5_000  # documents inserted per statement while a file streams in
+
+
+def register_batch(
+    session: Session,
+    *,
+    source: str,
+    model: str,
+    methods: Sequence[str],
+    params: dict[str, Any],
+    verdicts: Iterable[NewDocument | RejectedLine],
+) -> tuple[str, int, int]:
+    """Registers a batch whose documents and rejected lines stream in (a million-line
+    file in constant memory): inserted a page at a time, all in the caller's one
+    transaction, so a batch is registered whole or not at all. Returns the batch id and
+    the accepted and rejected counts; ``pending_lengths`` streams them back to enqueue."""
+    batch_id = str(uuid.uuid4())
+    session.add(Batch(id=batch_id, source=source, model=model, methods=list(methods),
+                      params=params, submitted=0, rejected=0))  # fmt: skip
+    session.flush()
+    accepted = rejected = 0
+    documents: list[dict[str, Any]] = []
+    rejections: list[dict[str, Any]] = []
+    for verdict in verdicts:
+        pending = documents if isinstance(verdict, NewDocument) else rejections
+        pending.append({"batch_id": batch_id, **vars(verdict)})
+        if len(documents) + len(rejections) >= PAGE:
+            accepted, rejected = accepted + len(documents), rejected + len(rejections)
+            _insert_page(session, documents, rejections)
+    accepted, rejected = accepted + len(documents), rejected + len(rejections)
+    _insert_page(session, documents, rejections)
+    session.execute(
+        update(Batch).where(Batch.id == batch_id).values(submitted=accepted, rejected=rejected)
+    )
+    return batch_id, accepted, rejected
+
+
+def _insert_page(
+    session: Session, documents: list[dict[str, Any]], rejections: list[dict[str, Any]]
+) -> None:
+    if documents:
+        session.execute(insert(Document), documents)
+    if rejections:
+        session.execute(insert(Rejection), rejections)
+    documents.clear()
+    rejections.clear()
+
+
+def pending_lengths(session: Session, batch_id: str) -> Iterator[tuple[int, int]]:
+    """The batch's (document id, text length), shortest first, streamed from the
+    database: what ``db.ownership.iter_chunks`` cuts into chunks."""
+    length = func.length(Document.text)
+    query = (
+        select(Document.id, length)
+        .where(Document.batch_id == batch_id)
+        .order_by(length, Document.id)
+        .execution_options(yield_per=10_000)
+    )
+    yield from session.execute(query).tuples()
 
 
 def status_counts(session: Session, batch_id: str) -> dict[Status, int]:

@@ -66,6 +66,7 @@ def list_page(
     method: str | None = None,
     where: dict[str, str] | None = None,
     errors: str | None = None,
+    text: str | None = None,
     order: str = "id",
     limit: int = 50,
     after: str | None = None,
@@ -74,8 +75,9 @@ def list_page(
     """One page of documents with their ``method`` explanation, and the cursor of the
     next page (None on the last). ``where`` keeps documents whose metadata field equals
     the value; ``errors`` names the metadata field with the true label and keeps the
-    documents predicted otherwise. ``offset`` skips rows the old way (it reads them):
-    use the cursor."""
+    documents predicted otherwise; ``text`` keeps those whose text contains it, in any
+    case (read row by row: a rare phrase on a large batch reads far). ``offset`` skips
+    rows the old way (it reads them): use the cursor."""
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r}; known: {', '.join(ORDERS)}")
     require_batch(session, batch)
@@ -85,7 +87,7 @@ def list_page(
     chosen = _method(session, batch, method)
     explanation = aliased(Explanation)
     on = and_(explanation.document_id == Document.id, explanation.method == chosen)
-    filters = _document_filters(session, batch, status, where)
+    filters = _document_filters(session, batch, status, where, text)
     wanted = _explanation_filters(explanation, label, min_confidence, max_confidence, errors)
     narrows = [condition for condition in wanted if condition is not None]
     phase, value, last = decode_cursor(after) if after else ("a", None, None)
@@ -156,9 +158,15 @@ def _method(session: Session, batch: str | None, method: str | None) -> Any:
 
 
 def _document_filters(
-    session: Session, batch: str | None, status: str | None, where: dict[str, str] | None
+    session: Session,
+    batch: str | None,
+    status: str | None,
+    where: dict[str, str] | None,
+    text: str | None = None,
 ) -> list[ColumnElement[bool]]:
     filters: list[ColumnElement[bool]] = []
+    if text:  # LIKE with % and _ escaped: the words as typed, never a pattern
+        filters.append(Document.text.icontains(text, autoescape=True))
     if batch:
         filters.append(Document.batch_id == batch)
     if status:

@@ -8,8 +8,9 @@ writes, so of two racing claims one takes a document and the other skips it.
 
 from __future__ import annotations
 
+import math
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import NamedTuple
@@ -17,6 +18,7 @@ from typing import NamedTuple
 from sqlalchemy import ColumnElement, String, and_, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from contract.cost import TYPICAL_CHARS
 from db.models import Document, Status, utcnow
 
 UNFINISHED = (Status.PENDING, Status.RUNNING)
@@ -137,10 +139,33 @@ def _stale(older_than: float) -> ColumnElement[bool]:
     return and_(Document.status.in_(UNFINISHED), Document.updated_at <= cutoff)
 
 
-def length_chunks(lengths: Iterable[tuple[int, int]], size: int) -> list[list[int]]:
-    """Document ids in chunks of ``size``, by text length, so a worker pads little."""
-    ordered = [doc_id for doc_id, _ in sorted(lengths, key=lambda pair: (pair[1], pair[0]))]
-    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+def length_chunks(
+    lengths: Iterable[tuple[int, int]], size: int, cost: Callable[[int], float] | None = None
+) -> list[list[int]]:
+    """Document ids (with their text lengths) in chunks by length: ``iter_chunks``."""
+    return list(iter_chunks(sorted(lengths, key=lambda pair: (pair[1], pair[0])), size, cost))
+
+
+def iter_chunks(
+    ordered: Iterable[tuple[int, int]], size: int, cost: Callable[[int], float] | None = None
+) -> Iterator[list[int]]:
+    """Document ids, given shortest first with their text lengths, in chunks of at most
+    ``size`` of similar length, so a worker pads little. With ``cost`` (characters ->
+    estimated token-passes, ``contract.cost``), a chunk also closes before it would cost
+    more than ``size`` documents of 128 tokens: a long document with an expensive method
+    goes alone, and does not hold short ones back for minutes."""
+    budget = math.inf if cost is None else size * cost(TYPICAL_CHARS)
+    chunk: list[int] = []
+    spent = 0.0
+    for doc_id, chars in ordered:
+        price = 0.0 if cost is None else cost(chars)
+        if chunk and (len(chunk) == size or spent + price > budget):
+            yield chunk
+            chunk, spent = [], 0.0
+        chunk.append(doc_id)
+        spent += price
+    if chunk:
+        yield chunk
 
 
 def touch_running(session: Session, document_ids: Iterable[int]) -> None:

@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,15 +115,14 @@ def submit_command(
     try:
         with _database():
             result = submit(path, settings, model=model, methods=methods, params=params,
-                            chunk_size=chunk_size, fmt=fmt)  # fmt: skip
+                            chunk_size=chunk_size, fmt=fmt, announce=_note,
+                            on_rejected=partial(_print_rejection, path=path))  # fmt: skip
     except InputError as error:
         raise _error(str(error)) from None
-    except NothingAccepted as error:
-        _print_rejections(error.rejected, path)
+    except NothingAccepted as error:  # its lines were printed as they were read
         raise _error(str(error)) from None
     except NotSent as error:
         result, unsent = error.submission, error
-    _print_rejections(result.rejected, path)
     if unsent:
         err.print(Text.assemble(("error: ", "red"), str(unsent)), soft_wrap=True)
         err.print(
@@ -149,6 +149,7 @@ def submit_command(
             "accepted": result.accepted,
             "rejected": [r.__dict__ for r in result.rejected],
             "tasks": result.chunks,
+            **({"cost_note": result.cost_note} if result.cost_note else {}),
             **({"status": final} if final else {}),
             **({"seal": seal} if seal else {}),
         }
@@ -163,10 +164,13 @@ def submit_command(
         raise typer.Exit(EXIT_REJECTED)
 
 
-def _print_rejections(rejected: list[Any], path: Path) -> None:
-    for rejection in rejected:
-        # soft_wrap: one line per rejection, whatever the width (CI logs are not terminals)
-        err.print(Text.assemble(("rejected ", "yellow"), rejection.describe(path)), soft_wrap=True)
+def _note(line: str) -> None:
+    err.print(Text(line), soft_wrap=True)
+
+
+def _print_rejection(rejection: Any, path: Path) -> None:
+    # soft_wrap: one line per rejection, whatever the width (CI logs are not terminals)
+    err.print(Text.assemble(("rejected ", "yellow"), rejection.describe(path)), soft_wrap=True)
 
 
 def _follow(

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
 
+from contract.cost import TYPICAL_CHARS, document_cost, estimated_tokens
 from contract.methods import split_methods
 from contract.model_path import resolve_model, weights_sha256
 from contract.settings import Settings
 from contract.tasks import EXPLAIN_TASK, ChunkMessage, celery_config
-from db.batches import NewDocument, RejectedLine, create_batch
-from db.ownership import Resend, length_chunks
+from db.batches import NewDocument, RejectedLine, pending_lengths, register_batch
+from db.ownership import Resend, iter_chunks
 from db.session import session_scope
 from producer.readers import Record, Rejected, read_documents
 
@@ -25,6 +27,7 @@ class Submission:
     accepted: int
     rejected: list[Rejected]
     chunks: int
+    cost_note: str | None = None  # the documents that will cost far more than the rest
 
 
 class NothingAccepted(ValueError):
@@ -105,46 +108,119 @@ def submit(
     params: dict[str, Any] | None = None,
     chunk_size: int | None = None,
     fmt: str | None = None,
+    announce: Callable[[str], None] | None = None,
+    on_rejected: Callable[[Rejected], None] | None = None,
 ) -> Submission:
-    """Reads ``path``, registers every accepted document as PENDING, then enqueues them.
+    """Streams ``path``: registers every accepted document as PENDING (one transaction,
+    pages of inserts: memory stays flat on a million lines), then enqueues them.
 
     The database commit comes first: if sending fails (``NotSent``), even half-way, the
     documents are still recorded and the sweeper or ``producer resume`` sends them.
+    ``on_rejected`` hears each rejected line as it is read; ``announce`` the note on
+    long documents (``CostTally``) before anything is queued.
     """
-    records: list[Record] = []
+    methods = list(methods or split_methods([settings.method]))  # validated by Settings
+    params = params if params is not None else {"n_steps": settings.n_steps}
+    cost = batch_cost(methods, params, settings)
+    size = chunk_size or settings.chunk_size
+    tally = CostTally(cost, size)
     rejected: list[Rejected] = []
-    for item in read_documents(path, settings.max_document_bytes, fmt):
-        (rejected if isinstance(item, Rejected) else records).append(item)
 
-    if not records:
-        raise NothingAccepted(path, rejected)
+    def verdicts() -> Iterator[NewDocument | RejectedLine]:
+        for item in read_documents(path, settings.max_document_bytes, fmt):
+            if isinstance(item, Rejected):
+                rejected.append(item)
+                if on_rejected:
+                    on_rejected(item)
+                yield RejectedLine(item.line, item.field, item.reason)
+            else:
+                tally.add(item)
+                yield NewDocument(item.external_id, item.line, item.text, item.meta)
+
     with session_scope(settings.sqlalchemy_url) as session:
-        batch_id, lengths = create_batch(
-            session,
-            source=str(path.resolve()),
-            model=model or settings.model,
-            methods=list(methods or split_methods([settings.method])),  # validated by Settings
-            params=params if params is not None else {"n_steps": settings.n_steps},
-            documents=[NewDocument(r.external_id, r.line, r.text, r.meta) for r in records],
-            rejections=[RejectedLine(r.line, r.field, r.reason) for r in rejected],
-        )
-    registered = Submission(batch_id, accepted=len(records), rejected=rejected, chunks=0)
+        batch_id, accepted, _ = register_batch(
+            session, source=str(path.resolve()), model=model or settings.model,
+            methods=methods, params=params, verdicts=verdicts(),
+        )  # fmt: skip
+        if not accepted:
+            raise NothingAccepted(path, rejected)  # and the batch is rolled back
+    note = tally.note(methods)
+    if note and announce:
+        announce(note)
+    registered = Submission(batch_id, accepted, rejected, chunks=0, cost_note=note)
     try:
-        chunks = enqueue(broker_app(settings), batch_id, lengths, chunk_size or settings.chunk_size)
+        with session_scope(settings.sqlalchemy_url) as session:
+            lengths = pending_lengths(session, batch_id)
+            chunks = enqueue(broker_app(settings), batch_id, lengths, size, cost)
     except Exception as error:  # the broker is down or refuses us; the database has it all
         raise NotSent(registered, error) from error
     return replace(registered, chunks=chunks)
 
 
-def enqueue(app: Celery, batch_id: str, lengths: list[tuple[int, int]], chunk_size: int) -> int:
-    """Sends (document id, length) pairs in chunks of similar length, so workers pad little."""
-    chunks = length_chunks(lengths, chunk_size)
+def batch_cost(
+    methods: Sequence[str], params: dict[str, Any], settings: Settings
+) -> Callable[[int], float]:
+    """A text's estimated cost (characters -> token-passes) with this batch's methods."""
+    stride = params.get("window_stride") or settings.window_stride
+    return partial(document_cost, methods=methods, params=params, quality=settings.quality,
+                   max_tokens=settings.max_tokens, stride=stride)  # fmt: skip
+
+
+class CostTally:
+    """A batch's estimated work, one document at a time as the file streams: the total,
+    and the documents that cost more than a whole chunk of typical ones (each then runs
+    in a chunk of its own), the three costliest kept to be named."""
+
+    def __init__(self, cost: Callable[[int], float], size: int) -> None:
+        self.cost, self.typical = cost, cost(TYPICAL_CHARS)
+        self.limit = size * self.typical
+        self.total = 0.0
+        self.heavy = 0
+        self.costliest: list[tuple[float, int, int]] = []  # (cost, line, characters)
+
+    def add(self, record: Record) -> None:
+        price = self.cost(len(record.text))
+        self.total += price
+        if price > self.limit:
+            self.heavy += 1
+            self.costliest = sorted([*self.costliest, (price, record.line, len(record.text))],
+                                    key=lambda entry: (-entry[0], entry[1]))[:3]  # fmt: skip
+
+    def note(self, methods: Sequence[str]) -> str | None:
+        """One line naming the long documents; None when there are none."""
+        if not self.heavy:
+            return None
+        named = ", ".join(
+            f"line {line} (~{estimated_tokens(chars):,} tokens: "
+            f"{price / self.typical:,.0f}x a 128-token document)"
+            for price, line, chars in self.costliest
+        )
+        more = f" and {self.heavy - 3} more" if self.heavy > 3 else ""
+        return (
+            f"note: {self.heavy} long document{'' if self.heavy == 1 else 's'} with "
+            f"{', '.join(methods)}: {named}{more}; each runs in a chunk of its own. "
+            f"The batch is ~{self.total / self.typical:,.0f} documents of 128 tokens of work."
+        )
+
+
+def enqueue(
+    app: Celery,
+    batch_id: str,
+    ordered: Iterable[tuple[int, int]],
+    chunk_size: int,
+    cost: Callable[[int], float] | None = None,
+) -> int:
+    """Sends (document id, length) pairs, shortest first, in chunks of similar length, so
+    workers pad little, and of bounded cost, so a long expensive document does not hold
+    others back; returns how many."""
+    sent = 0
     with app.producer_or_acquire() as producer:
-        for chunk in chunks:
+        for chunk in iter_chunks(ordered, chunk_size, cost):
             app.send_task(
                 EXPLAIN_TASK, args=ChunkMessage(batch_id, chunk).args(), producer=producer
             )
-    return len(chunks)
+            sent += 1
+    return sent
 
 
 def resend(app: Celery, resends: Sequence[Resend]) -> None:

@@ -21,7 +21,8 @@ MAX_LIMIT = 10_000
 
 HELP = """results: read the explanations in the database (list, show, quality, similar, index,
 top-tokens, export, batches, methods, migrate), seal batches and check that nothing
-changed (seal, verify), and the models over time (models)."""
+changed (seal, verify), the models over time (models), and browse or share them in a
+browser (serve, report)."""
 
 # Plain help: the rich layout shows a "<bool>" value after every flag, which takes none.
 app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None)

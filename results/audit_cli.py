@@ -64,7 +64,9 @@ def seal_command(
 
 @app.command("verify")
 def verify_command(
-    doc: str | None = typer.Argument(None, help="Replay a document (not built yet)."),
+    doc: str | None = typer.Argument(
+        None, help="Replay a document's explanations: your id, or the internal id."
+    ),
     integrity: bool = typer.Option(
         False, "--integrity", help="Recompute every row's digest and every seal's root."
     ),
@@ -75,17 +77,47 @@ def verify_command(
         help="A seal line kept outside the database, checked too "
         '("explainq-seal v1 batch=... rows=... root=... at=...").',
     ),
+    sample: int | None = typer.Option(
+        None, "--sample", min=1, help="Replay N rows of --batch drawn at random (default 10)."
+    ),
+    every: bool = typer.Option(False, "--all", help="Replay every row of --batch."),
+    method: str | None = typer.Option(None, "--method", help="Only this method's rows."),
+    local: bool = typer.Option(
+        False, "--local", help="Replay here (needs torch), not on the workers."
+    ),
+    allow_other_weights: bool = typer.Option(
+        False,
+        "--allow-other-weights",
+        help="Replay with weights other than the rows name, and report how far they move.",
+    ),
+    timeout: float = typer.Option(
+        600, "--timeout", min=1, help="Seconds to wait for the workers, per task."
+    ),
     as_json: bool = JSON_FLAG,
 ) -> None:
-    """Check that nothing changed: with --integrity, every row's content against its
-    digest, every sealed batch against its seal (rows changed, added or removed).
+    """Replay explanations, or check that nothing changed.
 
-    Exit status 0 when everything matches, 1 with one line per problem."""
+    `verify DOC` or `verify --batch B [--sample N | --all]` recomputes each chosen row
+    with the model (its weights hashed again first), method, parameters and settings it
+    records, on the workers (or --local), and judges it within the method's tolerance
+    (docs/AUDIT.md). With --integrity, every row's content against its digest and every
+    sealed batch against its seal (rows changed, added or removed).
+
+    Exit status 0 when everything matches, 1 when a row fails or something changed."""
+    if not integrity:
+        from results.replay_cli import replay_command
+
+        if seal is not None:
+            raise fail("--seal goes with --integrity")
+        replay_command(doc=doc, batch=batch, sample=sample, every=every, method=method,
+                       local=local, allow_other_weights=allow_other_weights, as_json=as_json,
+                       timeout=timeout)  # fmt: skip
+        return
+    if doc is not None or sample is not None or every or method or local or allow_other_weights:
+        raise fail("--integrity checks stored rows: no DOC, --sample, --all, --method, --local "
+                   "or --allow-other-weights")  # fmt: skip
     from db.audit import verify_integrity
 
-    if doc is not None or not integrity:
-        raise fail("replay (`results verify DOC`) is not built yet; `results verify "
-                    "--integrity [--batch B]` checks the stored rows")  # fmt: skip
     with reading() as session:
         report = verify_integrity(session, batch=batch, line=seal)
     if as_json:

@@ -1,6 +1,7 @@
 """results: read the explanations in the database (list, show, quality, similar, index,
 top-tokens, export, batches, methods, migrate), seal batches and check that nothing
-changed (seal, verify), and the models over time (models)."""
+changed (seal, verify), the models over time (models), and browse or share them (serve,
+report)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from contract.methods import METHODS, describe_params, split_methods
 from results.app import BATCH, JSON_FLAG, MAX_LIMIT, ORDERS, STATUSES, app, console, fail, reading
 from results.audit_cli import export_audit  # registers seal, verify, models too
 from results.output import echo_json
+from results.serve_cli import serve_command  # noqa: F401  (registers serve and report)
 
 
 @app.command("migrate")

@@ -16,8 +16,13 @@ _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
+def json_line(value: Any) -> str:
+    """One JSON record on one line (without its newline)."""
+    return json.dumps(value, ensure_ascii=False).translate(_LINE_BREAKS)
+
+
 def echo_json(value: Any, stream: TextIO | None = None) -> None:
-    print(json.dumps(value, ensure_ascii=False).translate(_LINE_BREAKS), file=stream or sys.stdout)
+    print(json_line(value), file=stream or sys.stdout)
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], handle: TextIO) -> int:
@@ -45,12 +50,14 @@ def write_csv(records: Iterable[dict[str, Any]], handle: TextIO) -> int:
     count = 0
     for record in records:
         count += 1
-        writer.writerow(
-            {
-                key: inert(json.dumps(value, ensure_ascii=False))
-                if isinstance(value, list | dict)
-                else inert(value)
-                for key, value in record.items()
-            }
-        )
+        writer.writerow(csv_cells(record))
     return count
+
+
+def csv_cells(record: dict[str, Any]) -> dict[str, Any]:
+    """A record's CSV cells: lists and objects JSON-encoded, every cell inert."""
+    return {
+        key: inert(json.dumps(value, ensure_ascii=False)) if isinstance(value, list | dict)
+        else inert(value)
+        for key, value in record.items()
+    }  # fmt: skip

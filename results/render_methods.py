@@ -91,7 +91,9 @@ def quality_summary(methods: Sequence[Mapping[str, Any]], pairs: Sequence[Mappin
     table = Table(
         title="faithfulness per method (mean ± std)", title_justify="left",
         caption="comp.: higher is more faithful; suff.: lower is. beats random: share of "
-        "documents where the method does better than a random ranking of the same tokens",
+        "documents where the method does better than a random ranking of the same tokens. "
+        "Where only some documents were measured (m of n), [± x] is the 95% confidence "
+        "interval of the mean",
         caption_justify="left",
     )  # fmt: skip
     table.add_column("method")
@@ -101,10 +103,11 @@ def quality_summary(methods: Sequence[Mapping[str, Any]], pairs: Sequence[Mappin
     table.add_column("beats random\ncomp. / suff.", justify="right")
     for row in methods:
         beats = row["beats_random"]
+        sampled = row["measured"] < row["documents"]  # EXPLAINQ_QUALITY=sample:F
         table.add_row(
             Text(row["method"]),
-            str(row["documents"]),
-            *(_mean_std(row[name]) for name in METRICS),
+            f"{row['measured']} of {row['documents']}" if sampled else str(row["documents"]),
+            *(_mean_std(row[name], with_ci=sampled) for name in METRICS),
             f"{_percent(beats['comprehensiveness'])} / {_percent(beats['sufficiency'])}",
         )
     agreement = Table(title="agreement between methods (Spearman, mean ± std)",
@@ -143,10 +146,13 @@ def _number(value: float | None, spec: str = "{:+.3f}") -> str:
     return "" if value is None else spec.format(value)
 
 
-def _mean_std(figure: Mapping[str, float | None]) -> str:
+def _mean_std(figure: Mapping[str, float | None], with_ci: bool = False) -> str:
     if figure["mean"] is None:
         return "-"
-    return f"{figure['mean']:+.3f} ± {figure['std']:.3f}"
+    text = f"{figure['mean']:+.3f} ± {figure['std']:.3f}"
+    if with_ci and figure.get("ci95") is not None:
+        text += f" [± {figure['ci95']:.3f}]"
+    return text
 
 
 def _percent(share: float | None) -> str:

@@ -28,7 +28,8 @@ SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 APP_SERVICES = sorted(name for name, s in SERVICES.items() if "build" in s)
 WORKERS = sorted(name for name in SERVICES if name.startswith("worker-"))
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
-SECRETS = ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "FLOWER_USER", "FLOWER_PASSWORD")
+SECRETS = ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "FLOWER_USER", "FLOWER_PASSWORD", "WEB_USER",
+           "WEB_PASSWORD")  # fmt: skip
 # A reference such as ${REDIS_PASSWORD} or ${REDIS_PASSWORD:?set it}: never a literal.
 REF = r"\$\{[A-Z_][A-Z0-9_]*(?::?[-?][^}]*)?\}"
 DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
@@ -211,6 +212,21 @@ def test_producer_and_results_are_tools_run_on_demand():
         assert depends_on(name)["migrate"] == "service_completed_successfully", name
     assert "./data:/data:ro" in SERVICES["producer"]["volumes"]
     assert depends_on("producer")["redis"] == "service_healthy"
+
+
+def test_the_web_app_listens_on_the_network_only_with_credentials_and_a_healthcheck():
+    assert argv("results-web") == ["results", "serve", "--host", "0.0.0.0", "--port", "8000"]
+    env = SERVICES["results-web"]["environment"]
+    for key, secret in (("EXPLAINQ_WEB_USER", "WEB_USER"), ("EXPLAINQ_WEB_PASSWORD",
+                                                             "WEB_PASSWORD")):  # fmt: skip
+        assert re.fullmatch(rf"\$\{{{secret}:\?[^}}]*\}}", env[key]), key
+    probe = " ".join(SERVICES["results-web"]["healthcheck"]["test"])
+    assert "127.0.0.1:8000/healthz" in probe
+    assert depends_on("results-web") == {"migrate": "service_completed_successfully"}
+    assert SERVICES["results-web"]["restart"] == "unless-stopped"
+    from web.security import OPEN_PATHS
+
+    assert "/healthz" in OPEN_PATHS  # the probe has no credentials
 
 
 def test_flower_requires_basic_auth():

@@ -21,18 +21,26 @@ def imported_after(statement: str) -> set[str]:
     ("statement", "forbidden"),
     [
         # the contract: nothing of ours, and none of the heavy libraries
-        ("import contract.settings, contract.tasks, contract.caps, contract.model_path",
+        ("import contract.settings, contract.tasks, contract.caps, contract.model_path, "
+         "contract.replay",
          {"producer", "workers", "db", "results", "torch", "celery", "sqlalchemy"}),
         # the data layer: only the contract below it
         ("import db.models, db.writes, db.ownership, db.batches, db.queries, db.quality, "
          "db.similar, db.session, db.records, db.errors, db.audit, db.seals, db.model_usage, "
-         "db.bundle, db.digest, db.listing, db.export, db.aggregates, db.vector_index",
+         "db.bundle, db.digest, db.listing, db.export, db.aggregates, db.vector_index, "
+         "db.replay_rows",
          {"producer", "workers", "results", "torch", "celery"}),
         # the read side never needs the workers
-        ("import results.cli, results.render, results.render_methods, results.views",
+        ("import results.cli, results.render, results.render_methods, results.views, "
+         "results.replay_cli",
          {"producer", "workers", "torch", "celery"}),
-        # `--help` of either command line imports neither the database nor the broker
-        ("import results.cli", {"sqlalchemy", "celery", "pydantic_settings"}),
+        # the web app: the read side for browsers, never the workers or the producer
+        ("import web.app, web.report, web.reads, web.api, web.pages",
+         {"producer", "workers", "torch", "celery"}),
+        # `--help` of either command line imports neither the database nor the broker,
+        # nor the web stack (`results serve` and `report` import it inside)
+        ("import results.cli",
+         {"sqlalchemy", "celery", "pydantic_settings", "fastapi", "uvicorn", "jinja2", "web"}),
         ("import producer.cli", {"sqlalchemy", "celery", "pydantic_settings", "torch"}),
     ],
 )  # fmt: skip

@@ -12,7 +12,7 @@ from typing import Any
 
 from contract.caps import as_param, cap_problems, within_caps
 from contract.methods import SPECS, methods_problem, params_problems
-from contract.settings import Settings
+from contract.settings import Settings, quality_label
 from db.models import Batch
 
 
@@ -24,7 +24,7 @@ class Job:
     params: dict[str, Any]  # the batch's, capped defaults brought within this worker's caps
     max_tokens: int
     window_stride: int | None
-    quality: bool
+    quality: bool | float  # True, False, or the share of documents measured
     refusal: str | None = None  # why this worker will not run the batch, if it will not
 
     def method_params(self) -> dict[str, dict[str, Any]]:
@@ -34,7 +34,7 @@ class Job:
     def execution(self) -> dict[str, Any]:
         """The settings of the run that change stored numbers (``explanations.execution``)."""
         return {"max_tokens": self.max_tokens, "window_stride": self.window_stride,
-                "quality": self.quality}  # fmt: skip
+                "quality": quality_label(self.quality)}  # fmt: skip
 
 
 def decode(batch: Batch, settings: Settings) -> Job:

@@ -53,10 +53,14 @@ def describe_device(device: str, autocast: bool = False) -> str:
     return "cpu"
 
 
-def get_model(spec: str, settings: Settings) -> LoadedModel:
+def get_model(spec: str, settings: Settings, sha256: str | None = None) -> LoadedModel:
+    """The model of ``spec``, loaded once; with ``sha256`` (the weights on disk now, as a
+    replay hashes them), loaded again if the held one was loaded from other weights."""
     global _current
     with _lock:
-        if _current is None or _current.spec != spec:
+        held = getattr(_current.classifier, "sha256", None) if _current else None
+        stale = sha256 is not None and held != sha256
+        if _current is None or _current.spec != spec or stale:
             if _current is not None:
                 log.warning("switching model: %r is dropped for %r", _current.spec, spec)
             _current = None  # free the old model before loading the next

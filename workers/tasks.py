@@ -16,9 +16,10 @@ from celery.signals import worker_process_init
 from sqlalchemy.exc import OperationalError
 
 from contract.settings import get_settings
-from contract.tasks import EXPLAIN_TASK, SWEEP_TASK, ChunkMessage
+from contract.tasks import EXPLAIN_TASK, SWEEP_TASK, VERIFY_TASK, ChunkMessage
 from db.models import Batch
 from db.ownership import hand_over, owned_running
+from db.replay_rows import stored_rows
 from db.session import reset_after_fork, session_scope
 from workers.celery_app import app
 from workers.chunk import run_chunk
@@ -85,3 +86,21 @@ def sweep() -> int:
     if sent:
         log.warning("sweeper re-sent %d unfinished documents", sent)
     return sent
+
+
+@app.task(name=VERIFY_TASK, ignore_result=False, acks_late=False)
+def verify_rows(row_ids: list[int], allow_other_weights: bool = False) -> dict[str, Any]:
+    """Replays stored rows with the model this worker holds (``workers.replay``): the
+    verdicts, or the refusal (other weights) as one line. Not acked late: a replay that
+    kills its worker is not worth redelivering; the caller times out and says so."""
+    from workers.replay import WeightsChanged, held_loader, replay
+
+    settings = get_settings()
+    with session_scope(settings.sqlalchemy_url) as session:
+        rows = stored_rows(session, row_ids)
+    try:
+        verdicts = replay(rows, settings, held_loader(settings),
+                          allow_other_weights=allow_other_weights)  # fmt: skip
+    except (WeightsChanged, FileNotFoundError) as error:
+        return {"refused": str(error), "verdicts": []}
+    return {"refused": None, "verdicts": [verdict.as_json() for verdict in verdicts]}

@@ -402,9 +402,16 @@ def test_audit_export_needs_a_sealed_batch_and_a_directory(audited, tmp_path):
     assert run("export", "--audit", "--batch", audited.batch).exit_code == 1
 
 
-def test_replay_is_said_to_be_not_built(audited):
-    result = run("verify", "a")
-    assert result.exit_code == 1 and "not built yet" in result.stderr
+def test_verify_says_what_it_needs_in_one_line(audited):
+    nothing = run("verify")
+    assert nothing.exit_code == 1
+    assert nothing.stderr == "error: verify needs a document, --batch B, or --integrity\n"
+    mixed = run("verify", "a", "--integrity")
+    assert mixed.exit_code == 1 and "--integrity checks stored rows: no DOC" in mixed.stderr
+    # replay (tests/workers/test_replay.py) of a model that is nowhere to be found
+    lost = run("verify", "a", "--local")
+    assert lost.exit_code == 1 and lost.stdout == "", lost.stdout
+    assert lost.stderr.startswith("error: model 'tiny' not found") and "/m/tiny" in lost.stderr
 
 
 # -- models over time -----------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 import uuid
 from collections import defaultdict
@@ -135,7 +136,8 @@ def expected_quality(docs: str) -> dict[str, dict]:
         figures = {}
         for name in METRICS:
             values = [r[name] for r in measured if not math.isnan(r[name])]
-            figures[name] = (statistics.fmean(values), statistics.pstdev(values))
+            ci95 = 1.96 * statistics.stdev(values) / math.sqrt(len(values))  # of the mean
+            figures[name] = (statistics.fmean(values), statistics.pstdev(values), ci95)
         comp = [r["comprehensiveness"] > r["random_comprehensiveness"] for r in measured]
         suff = [r["sufficiency"] < r["random_sufficiency"] for r in measured
                 if not math.isnan(r["sufficiency"])]  # fmt: skip
@@ -154,9 +156,10 @@ def test_quality_equals_a_hand_computation(filled, scope):
         want = expected[row["method"]]
         assert (row["documents"], row["measured"]) == (want["documents"], want["measured"])
         for name in METRICS:
-            mean, std = want["figures"][name]
+            mean, std, ci95 = want["figures"][name]
             assert row[name]["mean"] == pytest.approx(mean, abs=1e-9), name
             assert row[name]["std"] == pytest.approx(std, abs=1e-6), name
+            assert row[name]["ci95"] == pytest.approx(ci95, abs=1e-6), name
         beats = row["beats_random"]
         assert (beats["comprehensiveness"], beats["sufficiency"]) == pytest.approx(want["beats"])
     pairs = {tuple(p["methods"]): p for p in summary["agreement"]}
@@ -173,6 +176,10 @@ def test_quality_table_and_filters(filled):
     assert table.exit_code == 0, table.stderr
     for text in ("faithfulness per method", "lig", "saliency", "attention ~ lig", "beats random"):
         assert text in table.stdout, text
+    assert not re.search(r"\[± \d", table.stdout)  # every document of the batch measured
+    # d's saliency row has no figures: 3 of 4, with its CI (wide, so no cell wraps)
+    everything = runner.invoke(app, ["quality"], env={"COLUMNS": "240"})
+    assert "3 of 4" in everything.stdout and re.search(r"\[± \d", everything.stdout)
     assert run_json("quality", "--model", "nope") == {"methods": [], "agreement": []}
     unknown = run("quality", "--batch", missing := str(uuid.uuid4()), "--json")
     assert unknown.exit_code == 1  # an empty summary would pass for a batch without rows

@@ -9,6 +9,8 @@ tests/producer/test_without_torch.py's, in a process of its own.)
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,9 +24,9 @@ from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
 from contract.settings import get_settings
-from db.models import Batch
+from db.models import Batch, Document
 from db.session import migrate, session_scope
-from producer.cli import EXIT_UNFINISHED
+from producer.cli import EXIT_REJECTED, EXIT_UNFINISHED
 from producer.cli import app as producer_app
 from results.cli import app as results_app
 
@@ -295,3 +297,82 @@ def test_wait_seals_a_finished_batch_and_prints_its_seal_line(producer):
     assert line.startswith(f"explainq-seal v1 batch={batch} rows=1 root=")
     again = runner.invoke(results_app, ["seal", batch], catch_exceptions=False)
     assert again.stdout.strip() == line
+
+
+def queued_chunks(broker_url: str, queue: str) -> list[list[int]]:
+    """The document ids of every chunk waiting in ``queue`` (kombu's JSON envelopes)."""
+    client = redis.Redis.from_url(broker_url)
+    chunks = []
+    for raw in client.lrange(queue, 0, -1):
+        args, _kwargs, _embed = json.loads(base64.b64decode(json.loads(raw)["body"]))
+        chunks.append(args[1])
+    return chunks
+
+
+def test_a_long_expensive_document_gets_a_chunk_of_its_own_and_a_note(
+    producer, env, write, broker_url
+):
+    """Issue 19: a 1,500-word document with occlusion held ten short ones of its chunk for
+    8.5 minutes. Chunks are closed by estimated cost: it goes alone, the ten stay
+    together, and the note names it before anything is queued."""
+    queue = f"test-cost-{uuid.uuid4().hex[:8]}"
+    env(broker_url=broker_url, queue=queue)
+    long_text = " ".join(["a long and winding sentence about the film"] * 190)  # ~1,500 words
+    lines = [json.dumps({"id": f"s{i}", "text": f"short review number {i}"}) for i in range(10)]
+    lines.insert(4, json.dumps({"id": "long", "text": long_text}))
+    path = write("mixed.jsonl", "\n".join(lines) + "\n")
+    try:
+        result = submit(path, "--method", "occlusion")
+        assert result.exit_code == 0, result.output
+        note = next(line for line in result.stderr.splitlines() if line.startswith("note:"))
+        assert "1 long document with occlusion: line 5 (~2," in note
+        assert "each runs in a chunk of its own" in note
+        with session_scope(producer.url) as session:
+            ids = dict(session.execute(select(Document.external_id, Document.id)).all())
+        chunks = sorted(map(sorted, queued_chunks(broker_url, queue)), key=len)
+        assert chunks == [[ids["long"]], sorted(ids[f"s{i}"] for i in range(10))]
+        quiet = submit(write("short.jsonl", "\n".join(lines[:4]) + "\n"), "--method", "lig")
+        assert "note:" not in quiet.stderr  # short documents: nothing to say
+    finally:  # nobody consumes this queue
+        client = redis.Redis.from_url(broker_url)
+        for key in client.scan_iter(f"{queue}*"):
+            client.delete(key)
+
+
+def test_a_file_longer_than_a_page_streams_in_whole_and_is_sent_once(
+    producer, env, write, broker_url
+):
+    """12,000 lines (over two pages of inserts), a bad line in each page: every good
+    line registered once, every bad one rejected as it was read, each document sent in
+    exactly one chunk, and `producer status` counts them all."""
+    queue = f"test-stream-{uuid.uuid4().hex[:8]}"
+    env(broker_url=broker_url, queue=queue)
+    bad = {7, 5_003, 11_999}
+    lines = [
+        "{not json" if n in bad else json.dumps({"id": n, "text": f"review {n}"})
+        for n in range(1, 12_001)
+    ]
+    path = write("big.jsonl", "\n".join(lines) + "\n")
+    try:
+        result = submit(path, "--json")
+        assert result.exit_code == EXIT_REJECTED, result.output
+        summary = json.loads(result.stdout)
+        assert summary["accepted"] == 12_000 - len(bad)
+        assert [r["line"] for r in summary["rejected"]] == sorted(bad)
+        printed = [line for line in result.stderr.splitlines() if line.startswith("rejected")]
+        assert [line.split(":")[1] for line in printed] == [str(n) for n in sorted(bad)]
+        (batch,) = producer.batches()
+        assert (batch.submitted, batch.rejected) == (12_000 - len(bad), len(bad))
+        with session_scope(producer.url) as session:
+            ids = set(session.scalars(select(Document.id).where(Document.batch_id == batch.id)))
+            lines_in = set(session.scalars(select(Document.line)))
+        assert lines_in == set(range(1, 12_001)) - bad
+        sent = [doc for chunk in queued_chunks(broker_url, queue) for doc in chunk]
+        assert len(sent) == len(ids) and set(sent) == ids  # each once
+        assert summary["tasks"] == -(-len(ids) // 16)  # short documents: chunks by count
+        status = runner.invoke(producer_app, ["status", batch.id], catch_exceptions=False)
+        assert f"{len(ids)}" in status.stdout
+    finally:  # nobody consumes this queue
+        client = redis.Redis.from_url(broker_url)
+        for key in client.scan_iter(f"{queue}*"):
+            client.delete(key)

@@ -11,7 +11,14 @@ import torch
 
 from workers.engine import Classifier, explain
 from workers.engine.encoding import Tokenized, pad_group, token_ids
-from workers.engine.faithfulness import bin_sizes, evaluate, random_scores, spearman
+from workers.engine.faithfulness import (
+    RANDOM,
+    bin_sizes,
+    evaluate,
+    random_scores,
+    sampled,
+    spearman,
+)
 
 DECIDER = "terrible"
 TEXTS = [
@@ -76,7 +83,9 @@ def test_the_right_explanation_beats_random_and_its_reverse(decided):
         scores["right"][row, : len(doc.ids)] = torch.tensor(decider_scores(decided, doc.ids))
         scores["reversed"][row, : len(doc.ids)] = -scores["right"][row, : len(doc.ids)]
     targets = torch.ones(len(docs), dtype=torch.long)
-    figures = evaluate(decided, group, targets, scores, rows_per_pass=16)
+    figures = evaluate(
+        decided, group, targets, scores, 16, target_probability(decided, group, targets)
+    )
     for row in (0, 2):  # "terrible" among many tokens
         right, reverse = figures[row]["right"], figures[row]["reversed"]
         assert right["comprehensiveness"] > 0.8  # p(positive) falls from ~1 to ~0.12
@@ -92,6 +101,108 @@ def test_the_right_explanation_beats_random_and_its_reverse(decided):
     assert one["comprehensiveness"] == pytest.approx(
         one["random_comprehensiveness"], rel=0, abs=1e-6
     )
+
+
+def target_probability(classifier: Classifier, group, targets: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        logits = classifier.forward(group.input_ids, group.attention_mask, group.token_type_ids)
+    return torch.softmax(logits.float(), -1)[torch.arange(len(targets)), targets]
+
+
+def one_by_one(classifier: Classifier, group, targets, scores) -> dict[int, dict]:
+    """ERASER's AOPC computed the plain way: every bin of every ranking, one forward
+    pass each, nothing shared; the reference for ``evaluate``."""
+    full = target_probability(classifier, group, targets)
+    pad = classifier.tokenizer.pad_token_id
+    rankings = {**scores, RANDOM: None}
+    out: dict[int, dict] = {}
+    for row, length in enumerate(group.lengths):
+        content = list(range(1, length - 1))
+        figures = {}
+        for name in rankings:
+            ranking = random_scores(group.input_ids[row, :length].tolist()) if name == RANDOM else (
+                scores[name][row])  # fmt: skip
+            order = sorted(content, key=lambda p: (-float(ranking[p]), p))
+            for metric in ("comprehensiveness", "sufficiency"):
+                drops = []
+                for size in bin_sizes(len(content)):
+                    top = set(order[:size])
+                    gone = top if metric == "comprehensiveness" else set(content) - top
+                    ids = group.input_ids[row : row + 1].clone()
+                    ids[0, sorted(gone)] = pad
+                    with torch.inference_mode():
+                        logits = classifier.forward(ids, group.attention_mask[row : row + 1], None)
+                    p = torch.softmax(logits.float(), -1)[0, targets[row]]
+                    drops.append(float(full[row] - p))
+                figures[(name, metric)] = sum(drops) / len(drops)
+        out[row] = figures
+    return out
+
+
+def test_shared_perturbations_give_the_plain_figures(classifier):
+    """Bins that round to the same tokens, and the prediction pass's probability, are
+    shared; the figures stay those of one pass per bin. Tolerance: a probability from
+    a differently shaped batch differs in float32 rounding (~1e-7 each, averaged)."""
+    texts = ["a good film", "the plot is thin but the acting is fine and the music is great"]
+    docs = [Tokenized(ids) for ids in token_ids(classifier, texts)]
+    group = pad_group(classifier, docs, list(range(len(docs))))
+    generator = torch.Generator().manual_seed(0)
+    scores = {"a": torch.randn(group.input_ids.shape, generator=generator)}
+    targets = torch.tensor([0, 1])
+    full = target_probability(classifier, group, targets)
+    shared = evaluate(classifier, group, targets, scores, 7, full)
+    reference = one_by_one(classifier, group, targets, scores)
+    for row in range(len(texts)):
+        for metric in ("comprehensiveness", "sufficiency"):
+            assert shared[row]["a"][metric] == pytest.approx(
+                reference[row][("a", metric)], abs=1e-5
+            )
+            assert shared[row]["a"][f"random_{metric}"] == pytest.approx(
+                reference[row][(RANDOM, metric)], abs=1e-5)  # fmt: skip
+
+
+def test_a_short_document_runs_each_distinct_perturbation_once(classifier):
+    """A document of 20 content tokens has bins of 1, 1, 2, 4 and 10 tokens: four
+    distinct ones per ranking and metric, so 16 rows instead of 20 (and no row for
+    the unperturbed document, which the prediction pass gave)."""
+    (ids,) = token_ids(classifier, [" ".join(["word"] * 20)])
+    assert len(ids) == 22 and bin_sizes(20) == [1, 1, 2, 4, 10]
+    group = pad_group(classifier, [Tokenized(ids)], [0])
+    rows = []
+    forward = classifier.forward
+
+    def counting(ids, *args, **kwargs):
+        rows.append(len(ids))
+        return forward(ids, *args, **kwargs)
+
+    classifier.forward = counting
+    try:
+        scores = {"a": torch.arange(22, dtype=torch.float32)[None]}
+        targets = torch.tensor([0])
+        evaluate(classifier, group, targets, scores, 64, torch.tensor([0.5]))
+    finally:
+        del classifier.forward
+    assert sum(rows) == 16
+
+
+def test_a_sample_of_documents_is_measured_the_same_way_every_time(classifier):
+    docs = [[101, *range(1000 + 7 * i, 1010 + 7 * i), 102] for i in range(4000)]
+    chosen = [sampled(ids, 0.25) for ids in docs]
+    assert chosen == [sampled(ids, 0.25) for ids in docs]  # no state, no clock
+    # a uniform hash: 1,000 expected, binomial sd ~27; 5 sd either side
+    assert 1000 - 137 < sum(chosen) < 1000 + 137
+    assert all(sampled(ids, True) and sampled(ids, 1.0) for ids in docs[:50])
+    assert not any(sampled(ids, False) or sampled(ids, 0.0) for ids in docs[:50])
+    texts = [f"review number {i} says the film was fine" for i in range(12)]
+    results = explain(classifier, texts, methods=["saliency"], quality=0.5)
+    expected = [sampled(ids, 0.5) for ids in token_ids(classifier, texts)]
+    assert 0 < sum(expected) < len(texts)
+    assert [r.methods["saliency"].quality is not None for r in results] == expected
+    full = explain(classifier, texts, methods=["saliency"], quality=True)
+    for got, everything, measured in zip(results, full, expected, strict=True):
+        if measured:  # the same figures as when every document is measured
+            for key, value in everything.methods["saliency"].quality.items():
+                assert got.methods["saliency"].quality[key] == pytest.approx(value, abs=1e-5)
 
 
 def test_occlusion_finds_the_deciding_token_and_is_faithful(decided):
@@ -133,3 +244,27 @@ def test_spearman_is_rank_correlation_with_mean_ranks_for_ties():
     assert spearman(a, torch.tensor([1.0, 1.0, 2.0, 2.0])) == pytest.approx(0.8944, abs=1e-4)
     assert spearman(a, torch.zeros(4)) is None  # undefined, never NaN
     assert spearman(a[:1], a[:1]) is None
+
+
+@pytest.mark.parametrize(
+    ("given", "share", "recorded"),
+    [("true", True, True), ("off", False, False), ("sample:0.1", 0.1, "sample:0.1"),
+     ("sample:1", 1.0, True)],
+)  # fmt: skip
+def test_the_quality_setting_takes_a_share(monkeypatch, given, share, recorded):
+    from contract.settings import Settings, quality_label
+
+    monkeypatch.setenv("EXPLAINQ_QUALITY", given)
+    assert Settings().quality == share
+    assert quality_label(Settings().quality) == recorded  # as the rows' execution says
+
+
+@pytest.mark.parametrize("given", ["sample:0", "sample:1.5", "0.3", "sometimes"])
+def test_a_quality_setting_out_of_range_is_refused(monkeypatch, given):
+    from pydantic import ValidationError
+
+    from contract.settings import Settings
+
+    monkeypatch.setenv("EXPLAINQ_QUALITY", given)
+    with pytest.raises(ValidationError, match="true, false or sample:F with 0 < F <= 1"):
+        Settings()

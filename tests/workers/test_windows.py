@@ -123,3 +123,12 @@ def test_a_stride_wider_than_the_window_is_narrowed_to_it():
     assert [w.start for w in windows] == [0, 8, 16, 22]
     covered = {w.start + i for w in windows for i in range(len(w.ids) - 2)}
     assert covered == set(range(30))
+
+
+@pytest.mark.parametrize("stride", [None, 1, 100, 255, 510])
+def test_the_producers_cost_estimate_counts_the_windows_the_engine_cuts(stride):
+    from contract.cost import windows
+
+    for tokens in [*range(2, 40), *range(500, 530), 1024, 1822, 5000]:
+        ids = list(range(tokens))
+        assert windows(tokens, 512, stride) == len(split(0, ids, 512, stride)), tokens

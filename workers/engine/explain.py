@@ -43,16 +43,18 @@ def explain(
     methods: Sequence[str] = ("lig",),
     params: dict[str, Any] | None = None,
     options: ExecutionOptions | None = None,
-    quality: bool = True,
+    quality: bool | float = True,
 ) -> list[DocumentExplanation]:
     """Explain ``texts`` with each of ``methods``; results come back in input order.
 
     All methods of a document share one prediction pass, and the attribution target
     is the predicted label. ``params`` overrides method parameters by name (e.g.
     ``{"n_steps": 32}``); the full set used is returned with each result. ``quality``
-    adds the faithfulness figures of every method (``faithfulness``); agreement between
-    methods is always computed. A document over ``min(max_tokens, model limit)`` tokens
-    is explained in overlapping windows (``windows``), never truncated. Each result
+    adds the faithfulness figures of every method (``faithfulness``): True for every
+    document, or the share of documents to measure (``faithfulness.sampled`` picks them
+    by their tokens, the same on every run); agreement between methods is always
+    computed. A document over ``min(max_tokens, model limit)`` tokens is explained in
+    overlapping windows (``windows``), never truncated. Each result
     carries its tokens' character offsets and words in its text (``encoding.Encoded``;
     None with a slow tokenizer).
     """
@@ -75,7 +77,10 @@ def explain(
     forced = {
         piece: int(predictions[doc][0].argmax()) for doc, p in windowed.items() for piece in p
     }
-    explained = _explain_pieces(classifier, pieces, method_params, options, forced, quality)
+    measured = {
+        p for doc, ps in by_doc.items() if faithfulness.sampled(ids[doc], quality) for p in ps
+    }
+    explained = _explain_pieces(classifier, pieces, method_params, options, forced, measured)
     results = []
     for doc, doc_pieces in sorted(by_doc.items()):
         if doc in windowed:
@@ -135,7 +140,7 @@ def _explain_pieces(
     method_params: dict[str, dict[str, Any]],
     options: ExecutionOptions,
     forced: dict[int, int],
-    quality: bool,
+    measured: set[int],
 ) -> list[DocumentExplanation]:
     """Every piece (a document or a window) explained, in order, grouped by length."""
     results: list[DocumentExplanation | None] = [None] * len(pieces)
@@ -144,7 +149,7 @@ def _explain_pieces(
         group = pad_group(classifier, pieces, indices)
         rows = options.internal_batch_size or auto_internal_batch_size(classifier, group)
         rows = min(rows, options.max_internal_batch_size or rows)
-        run = _Run(classifier, method_params, forced, quality)
+        run = _Run(classifier, method_params, forced, measured)
         explained_group, retries = _with_oom_backoff(run, group, rows)
         for row, explained in enumerate(explained_group):
             explained.timings["oom_retries"] = retries
@@ -159,7 +164,7 @@ class _Run:
     classifier: Classifier
     method_params: dict[str, dict[str, Any]]
     forced: dict[int, int]  # piece -> target label (windows of a long document)
-    quality: bool
+    measured: set[int]  # the pieces whose faithfulness is measured
 
 
 def _with_oom_backoff(run: _Run, group: Group, rows: int) -> tuple[list[DocumentExplanation], int]:
@@ -242,11 +247,15 @@ def _explain_group(run: _Run, group: Group, internal_batch_size: int) -> list[Do
             if result.fp32 and result.fp32[row]:
                 out[row].timings["fp32_fallback"] = 1  # bf16 could not meet the tolerance
 
-    if run.quality and scores:
+    measured = [row for row, piece in enumerate(group.indices) if piece in run.measured]
+    if measured and scores:
         started = time.perf_counter()
-        figures = faithfulness.evaluate(classifier, group, targets, scores, internal_batch_size)
-        seconds = (time.perf_counter() - started) * share
-        for row, per_method in enumerate(figures):
+        full = probabilities[torch.arange(len(targets), device=targets.device), targets]
+        figures = faithfulness.evaluate(
+            classifier, group, targets, scores, internal_batch_size, full.cpu(), measured
+        )
+        seconds = (time.perf_counter() - started) / len(measured)
+        for row, per_method in figures.items():
             for name, quality in per_method.items():
                 out[row].methods[name].quality = quality
             out[row].timings["quality"] = seconds

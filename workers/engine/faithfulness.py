@@ -19,7 +19,7 @@ content tokens.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 
@@ -35,6 +35,17 @@ def bin_sizes(n: int) -> list[int]:
     return [min(n, max(1, int(n * share + 0.5))) for share in BINS]
 
 
+def sampled(ids: list[int], share: bool | float) -> bool:
+    """Whether a document's faithfulness is measured when only ``share`` of documents
+    are: decided by a hash of its token ids, so a redelivered or replayed document gets
+    the same answer on any machine, and the chosen ones are a uniform sample."""
+    if share is True or share >= 1:
+        return True
+    if share is False or share <= 0:
+        return False
+    return zlib.crc32(torch.tensor(ids, dtype=torch.int64).numpy().tobytes()) < share * 2**32
+
+
 def random_scores(ids: list[int]) -> torch.Tensor:
     """A random ranking of a document's positions, seeded by its token ids."""
     generator = torch.Generator().manual_seed(zlib.crc32(torch.tensor(ids).numpy().tobytes()))
@@ -47,42 +58,61 @@ def evaluate(
     targets: torch.Tensor,
     scores: Mapping[str, torch.Tensor],
     rows_per_pass: int,
-) -> list[dict[str, dict[str, float]]]:
-    """Per document, per method in ``scores`` (documents x positions): comprehensiveness,
-    sufficiency and the random ranking's two figures. All perturbations of the group
-    (rankings x bins x both metrics) run in as few forward passes as ``rows_per_pass``
-    allows, together with the unperturbed documents."""
+    full: torch.Tensor,
+    rows: Sequence[int] | None = None,
+) -> dict[int, dict[str, dict[str, float]]]:
+    """Per document (of ``rows``, all by default), per method in ``scores`` (documents x
+    positions): comprehensiveness, sufficiency and the random ranking's two figures.
+
+    ``full`` is p(target) of each unperturbed document, from the prediction pass. Every
+    distinct perturbation of the group runs once, in as few forward passes as
+    ``rows_per_pass`` allows: bins that round to the same number of tokens, and rankings
+    whose top tokens coincide, share their rows (a 20-token document's 1% and 5% bins are
+    both its top token)."""
     rankings = {**scores, RANDOM: _random(group)}
-    plan: list[tuple[int, str, str]] = []  # (document, ranking, metric) per bin row
-    removed: list[torch.Tensor] = []
-    for row, length in enumerate(group.lengths):
-        content = torch.arange(1, length - 1)
-        for name, ranking in rankings.items():
-            order = content[torch.argsort(-ranking[row, 1 : length - 1].cpu(), stable=True)]
-            for size in bin_sizes(len(content)):
-                top = torch.zeros(group.input_ids.shape[1], dtype=torch.bool)
-                top[order[:size]] = True
-                rest = torch.zeros_like(top)
-                rest[content] = True
-                rest[top] = False
-                removed += [top, rest]
-                plan += [(row, name, "comprehensiveness"), (row, name, "sufficiency")]
-    probabilities = _target_probabilities(classifier, group, targets, removed, plan, rows_per_pass)
-    full = probabilities[: len(group.lengths)]
+    masks: list[torch.Tensor] = []  # each distinct perturbation once
+    docs: list[int] = []  # the document of each mask
+    plan: list[tuple[int, str, str, int]] = []  # (document, ranking, metric, mask) per bin
+    for row in range(len(group.lengths)) if rows is None else rows:
+        seen: dict[bytes, int] = {}
+        for name, metric, mask in _perturbations(group, row, rankings):
+            key = mask.numpy().tobytes()
+            if key not in seen:
+                seen[key] = len(masks)
+                masks.append(mask)
+                docs.append(row)
+            plan.append((row, name, metric, seen[key]))
+    perturbed = _target_probabilities(classifier, group, targets, docs, masks, rows_per_pass)
     drops: dict[tuple[int, str, str], list[float]] = {}
-    for (row, name, metric), p in zip(plan, probabilities[len(group.lengths) :], strict=True):
-        drops.setdefault((row, name, metric), []).append(float(full[row] - p))
-    out = []
-    for row in range(len(group.lengths)):
+    for row, name, metric, mask in plan:
+        drops.setdefault((row, name, metric), []).append(float(full[row] - perturbed[mask]))
+    out = {}
+    for row in sorted({row for row, *_ in plan}):
         aopc = {key[1:]: sum(v) / len(v) for key, v in drops.items() if key[0] == row}
         baseline = {f"random_{metric}": aopc.get((RANDOM, metric), 0.0) for metric in METRICS}
-        out.append(
-            {
-                name: {**{m: aopc.get((name, m), 0.0) for m in METRICS}, **baseline}
-                for name in scores
-            }
-        )
+        out[row] = {
+            name: {**{m: aopc.get((name, m), 0.0) for m in METRICS}, **baseline} for name in scores
+        }
     return out
+
+
+def _perturbations(
+    group: Group, row: int, rankings: Mapping[str, torch.Tensor]
+) -> Iterator[tuple[str, str, torch.Tensor]]:
+    """(ranking name, metric, positions replaced by [PAD]) for every bin of one
+    document: comprehensiveness removes the top tokens, sufficiency all but them."""
+    length = group.lengths[row]
+    content = torch.arange(1, length - 1)
+    for name, ranking in rankings.items():
+        order = content[torch.argsort(-ranking[row, 1 : length - 1].cpu(), stable=True)]
+        for size in bin_sizes(len(content)):
+            top = torch.zeros(group.input_ids.shape[1], dtype=torch.bool)
+            top[order[:size]] = True
+            rest = torch.zeros_like(top)
+            rest[content] = True
+            rest[top] = False
+            yield name, "comprehensiveness", top
+            yield name, "sufficiency", rest
 
 
 METRICS = ("comprehensiveness", "sufficiency")
@@ -99,19 +129,24 @@ def _target_probabilities(
     classifier: Classifier,
     group: Group,
     targets: torch.Tensor,
-    removed: list[torch.Tensor],
-    plan: list[tuple[int, str, str]],
+    docs: list[int],
+    masks: list[torch.Tensor],
     rows_per_pass: int,
 ) -> torch.Tensor:
-    """p(target) for the unperturbed documents, then for each perturbation in order."""
+    """p(target) of each perturbation: document ``docs[i]`` with ``masks[i]`` replaced."""
+    if not masks:
+        return torch.zeros(0)
     device = group.input_ids.device
-    docs = torch.tensor([*range(len(group.lengths)), *(row for row, _, _ in plan)], device=device)
-    masks = torch.stack([torch.zeros_like(removed[0])] * len(group.lengths) + removed).to(device)
+    rows_of = torch.tensor(docs, device=device)
+    removed = torch.stack(masks).to(device)
     pad = classifier.tokenizer.pad_token_id
     out = []
     with torch.inference_mode():
         for start in range(0, len(docs), max(1, rows_per_pass)):
-            rows, drop = docs[start : start + rows_per_pass], masks[start : start + rows_per_pass]
+            rows, drop = (
+                rows_of[start : start + rows_per_pass],
+                removed[start : start + rows_per_pass],
+            )
             ids = torch.where(drop, pad, group.input_ids[rows])
             types = None if group.token_type_ids is None else group.token_type_ids[rows]
             logits = classifier.forward(ids, group.attention_mask[rows], types)
