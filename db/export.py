@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Load, Session
+from sqlalchemy.orm import Session
 
 from db.models import SETTINGS, Document, Explanation, Model, RunSettings, Status
 from db.queries import in_batch, iso, require_batch, stream
@@ -99,10 +99,7 @@ class _Settings(dict[int, tuple[Any, ...]]):
 
 def document_records(session: Session, document: Document) -> list[dict[str, Any]]:
     """A document's export records: one per explanation, or one bare record (any status)."""
-    query = (
-        select(Explanation, Model).join(Model).where(Explanation.document_id == document.id)
-        .options(Load(Explanation).undefer_group("settings"))  # with the rows
-    )  # fmt: skip
+    query = select(Explanation, Model).join(Model).where(Explanation.document_id == document.id)
     explained = session.execute(query.order_by(Explanation.id))
     records = [export_record(document, exp, model) for exp, model in explained]
     return records or [export_record(document, None, None)]

@@ -154,11 +154,11 @@ class RunSettings(Base):
 
 
 def _setting(column: Any, settings_id: Any) -> Any:
-    """A column of the row's settings: the four read together, by a primary-key probe,
-    when one is first used (a page of a listing needs none of them)."""
+    """A column of the row's settings, read with the row by a primary-key probe (not
+    deferred: a row read in a session is complete after it closes, as before)."""
     return column_property(
         select(column).where(RunSettings.id == settings_id).correlate_except(RunSettings)
-        .scalar_subquery(), deferred=True, group="settings",
+        .scalar_subquery()
     )  # fmt: skip
 
 
