@@ -645,7 +645,7 @@ def walk(url: str, batch: str, order: str, depth: int, limit: int) -> tuple[str 
 
 
 def reads(url: str, corpus: Corpus, depth: int, limit: int) -> list[Read]:
-    from sqlalchemy import func, select
+    from sqlalchemy import select
     from sqlalchemy.orm import aliased
 
     from db import export, quality, queries, similar
@@ -742,11 +742,17 @@ def reads(url: str, corpus: Corpus, depth: int, limit: int) -> list[Read]:
 
     def scan_quality(batch: str) -> Callable[[Session, int], int]:
         def call(s: Session, _i: int) -> int:
-            comp = Explanation.quality["comprehensiveness"].as_float()
-            figures = (func.count(), func.avg(comp), func.avg(comp * comp))
-            scoped = select(Explanation.method, *figures).where(Explanation.batch_id == batch)
-            query = scoped.group_by(Explanation.method)
-            return len(s.execute(query).all())
+            # quality is packed (db.compact) since 0007: read and summed here
+            query = select(Explanation.method, Explanation.quality).where(
+                Explanation.batch_id == batch
+            )
+            sums: dict[str, list[float]] = {}
+            for method, figures in s.execute(query.execution_options(yield_per=2000)):
+                comp = (figures or {}).get("comprehensiveness")
+                if comp is not None:
+                    n, total, squares = sums.get(method, (0, 0.0, 0.0))
+                    sums[method] = [n + 1, total + comp, squares + comp * comp]
+            return len(sums)
 
         return call
 
@@ -870,8 +876,8 @@ def time_export(url: str, batch: str, export_repeat: int) -> dict[str, Any]:
     return {**best, "runs": len(runs)}
 
 
-TABLES = ("documents", "explanations", "representations", "agreements", "token_stats",
-          "quality_stats", "agreement_stats", "vector_lists")  # fmt: skip
+TABLES = ("documents", "explanations", "run_settings", "representations", "agreements",
+          "token_stats", "quality_stats", "agreement_stats", "vector_lists")  # fmt: skip
 
 
 def storage(url: str, corpus: Corpus) -> dict[str, Any]:

@@ -10,7 +10,7 @@ devices, so a replay is judged within these bounds, never bit for bit.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -114,12 +114,44 @@ class Verdict:
     replay_device: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The verdict as JSON allows it: a non-finite figure is null, never NaN."""
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                for k, v in asdict(self).items()}  # fmt: skip
+
+
+def _largest(values: Iterable[float]) -> float:
+    """The largest value, NaN if any is NaN (``max`` skips a NaN that is not first)."""
+    largest = 0.0
+    for value in values:
+        if math.isnan(value):
+            return math.nan
+        largest = max(largest, value)
+    return largest
+
+
+def _non_finite(row: Mapping[str, Any]) -> list[str]:
+    """The numeric fields of a row (stored or replayed) holding NaN or infinity."""
+    fields = {
+        "probabilities": list(row["probabilities"].values()),
+        "scores": list(row["attributions"]),
+        "completeness gap": [row.get("relative_gap")],
+        "convergence delta": [row.get("convergence_delta")],
+    }
+    return [name for name, values in fields.items()
+            if any(v is not None and not math.isfinite(v) for v in values)]  # fmt: skip
+
+
+def _fsum(values: Iterable[float]) -> float:
+    """``math.fsum``, NaN where it raises (on +inf and -inf together)."""
+    try:
+        return math.fsum(values)
+    except ValueError:
+        return math.nan
 
 
 def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    dot = math.fsum(x * y for x, y in zip(a, b, strict=True))
-    norms = math.sqrt(math.fsum(x * x for x in a)) * math.sqrt(math.fsum(y * y for y in b))
+    dot = _fsum(x * y for x, y in zip(a, b, strict=True))
+    norms = math.sqrt(_fsum(x * x for x in a)) * math.sqrt(_fsum(y * y for y in b))
     if norms == 0.0:
         return 1.0 if not any(a) and not any(b) else 0.0
     return dot / norms
@@ -138,12 +170,15 @@ def compare(stored: Mapping[str, Any], replayed: Mapping[str, Any], verdict: Ver
     problems = verdict.problems
     if not verdict.label_reproduced:
         problems.append(f"label {replayed['label']!r}, stored {stored['label']!r}")
+    for side, row in (("stored", stored), ("replayed", replayed)):
+        if bad := _non_finite(row):
+            problems.append(f"{side} {', '.join(bad)} not finite")
     probs, again = stored["probabilities"], replayed["probabilities"]
     if set(probs) != set(again):
         problems.append(f"labels {sorted(again)}, stored {sorted(probs)}")
     else:
-        verdict.probability_diff = max((abs(probs[k] - again[k]) for k in probs), default=0.0)
-        if verdict.probability_diff > tol.probability:
+        verdict.probability_diff = _largest(abs(probs[k] - again[k]) for k in probs)
+        if not (verdict.probability_diff <= tol.probability):
             problems.append(f"probabilities differ by {verdict.probability_diff:.3g} "
                             f"(tolerance {tol.probability:g})")  # fmt: skip
     a, b = list(stored["attributions"]), list(replayed["attributions"])
@@ -153,8 +188,8 @@ def compare(stored: Mapping[str, Any], replayed: Mapping[str, Any], verdict: Ver
         return verdict
     if stored.get("windows", 1) != replayed.get("windows", 1):
         problems.append(f"{replayed.get('windows')} windows, stored {stored.get('windows')}")
-    scale = max((abs(x) for x in a), default=0.0)
-    verdict.max_abs_diff = max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0.0)
+    scale = _largest(abs(x) for x in a)
+    verdict.max_abs_diff = _largest(abs(x - y) for x, y in zip(a, b, strict=True))
     verdict.max_rel_diff = verdict.max_abs_diff / scale if scale else None
     verdict.cosine = _cosine(a, b)
     verdict.stored_gap, verdict.replayed_gap = stored["relative_gap"], replayed["relative_gap"]
@@ -165,10 +200,11 @@ def compare(stored: Mapping[str, Any], replayed: Mapping[str, Any], verdict: Ver
         verdict.steps = (stored["steps"], replayed["steps"])
         if stored["steps"] != replayed["steps"] and key == "fp32":
             bound, least_cosine = _lig_other_steps(stored, replayed, tol, problems)
-    if verdict.max_abs_diff > bound:
+    # written so that NaN fails: every comparison with NaN is False
+    if not (verdict.max_abs_diff <= bound):
         problems.append(f"scores differ by {verdict.max_abs_diff:.3g} at most "
                         f"(tolerance {bound:.3g})")  # fmt: skip
-    if verdict.cosine < least_cosine:
+    if not (verdict.cosine >= least_cosine):
         problems.append(f"cosine {verdict.cosine:.6f} (at least {least_cosine:g})")
     verdict.ok = not problems
     return verdict
@@ -185,8 +221,8 @@ def _lig_other_steps(
         problems.append(f"steps {replayed['steps']}, stored {stored['steps']} (fixed steps)")
         return tol.atol, tol.cosine
     allowed = max(float(target), stored["relative_gap"] or 0.0) + 1e-6
-    if replayed["relative_gap"] is None or replayed["relative_gap"] > allowed:
+    if replayed["relative_gap"] is None or not (replayed["relative_gap"] <= allowed):
         problems.append(f"completeness gap {replayed['relative_gap']} over {allowed:.3g}")
     # the sum of the scores is f(x) - f(baseline) + the convergence delta
-    gap = abs(math.fsum(stored["attributions"]) - (stored["convergence_delta"] or 0.0))
+    gap = abs(_fsum(stored["attributions"]) - (stored["convergence_delta"] or 0.0))
     return tol.atol + 2 * allowed * gap, LIG_OTHER_STEPS_COSINE

@@ -132,6 +132,13 @@ class Settings(BaseSettings):
     web_password: SecretStr | None = Field(
         default=None, description="results serve: HTTP Basic password (with EXPLAINQ_WEB_USER)."
     )
+    web_database_url: str | None = Field(
+        default=None,
+        description="results serve: the database as a read-only role (else EXPLAINQ_DATABASE_URL).",
+    )
+    web_statement_timeout_ms: int = Field(
+        default=5000, ge=0, description="results serve: the longest one read may run (0: none)."
+    )
 
     @field_validator("method")
     @classmethod
@@ -173,6 +180,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.home_dir / 'explainq.db'}"
+
+    @property
+    def web_url(self) -> str:
+        """The web app's database: its read-only role's URL where set."""
+        return self.web_database_url or self.sqlalchemy_url
 
 
 @cache

@@ -86,6 +86,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_ignore_result": True,
         # Only VERIFY_TASK stores a result (ignore_result=False on the task), in Redis.
         "result_backend": settings.broker_url,
+        # The result backend is a separate Redis client: behind Sentinel it needs the
+        # master's name too, or verify's results never come back.
+        **(
+            {"result_backend_transport_options": {"master_name": settings.broker_master}}
+            if settings.broker_master
+            else {}
+        ),
         "result_expires": 3600,
         "task_send_sent_event": True,
         "worker_send_task_events": True,

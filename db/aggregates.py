@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, TableClause, select
 from sqlalchemy.orm import Session
 
 from db.arrays import pack, unpack
@@ -140,19 +140,23 @@ def _defaults(table: type[Any], sums: Mapping[str, float]) -> dict[str, float]:
     return {c.name: sums.get(c.name, 0) for c in table.__table__.columns if c.name not in keys}
 
 
-def rebuild(bind: Session | Connection) -> None:
+def rebuild(bind: Session | Connection, explanations: TableClause | None = None) -> None:
     """Recomputes every aggregate from the stored rows (the migration that introduced
-    them, and a check in tests); streamed, in slices of documents."""
+    them, and a check in tests); streamed, in slices of documents. ``explanations``: the
+    table as a migration knows it (its columns typed as they were then)."""
     session = bind if isinstance(bind, Session) else Session(bind=bind)
     for table in (TokenStat, QualityStat, AgreementStat):
         session.execute(table.__table__.delete())
     # The columns counted, not the whole model: migration 0005 runs this on the table as
     # it was then, without the columns added since.
+    table = Explanation.__table__ if explanations is None else explanations
     rows = (
-        select(*RECOUNTED, Document.text, Document.batch_id.label("document_batch"))
-        .join(Document, Document.id == Explanation.document_id)
-        .order_by(Explanation.id)
-    )
+        select(*(table.c[c.key] for c in RECOUNTED), Document.text,
+               Document.batch_id.label("document_batch"))
+        .select_from(table)
+        .join(Document, Document.id == table.c.document_id)
+        .order_by(table.c.id)
+    )  # fmt: skip
     batch: list[ExplanationRecord] = []
     texts: dict[int, str] = {}
     batches: dict[int, str | None] = {}

@@ -20,10 +20,12 @@ from db.models import (
     Document,
     Explanation,
     Model,
+    RunSettings,
     Seal,
     SealRow,
+    explanation_columns,
 )
-from db.queries import require_batch, stream
+from db.queries import in_batch, require_batch, stream
 from db.records import digest_content, explanation_digest
 from db.seals import seal_order
 
@@ -72,17 +74,18 @@ def verify_integrity(
     require_batch(session, batch)
     report = IntegrityReport()
     now: dict[str | None, Merkle] = {}
-    in_scope: list[ColumnElement[bool]] = [] if batch is None else [Explanation.batch_id == batch]
+    in_scope: list[ColumnElement[bool]] = [] if batch is None else [in_batch(batch)]
 
     query = (
         select(
-            *Explanation.__table__.columns,
+            *explanation_columns(),
             Document.external_id,
             Document.text,
             Model.sha256.label("model_sha256"),
             Seal.id.label("seal_id"),
             SealRow.digest.label("sealed_digest"),
         )
+        .join(RunSettings, RunSettings.id == Explanation.settings_id)
         .join(Document, Document.id == Explanation.document_id)
         .join(Model, Model.id == Explanation.model_id)
         .outerjoin(Seal, Seal.batch_id == Explanation.batch_id)
@@ -198,14 +201,15 @@ def audit_rows(session: Session, batch_id: str) -> Iterator[dict[str, Any]]:
     digested (``db.digest.ROW_FIELDS``), its row id and its stored digest."""
     query = (
         select(
-            *Explanation.__table__.columns,
+            *explanation_columns(),
             Document.external_id,
             Document.text,
             Model.sha256.label("model_sha256"),
         )
+        .join(RunSettings, RunSettings.id == Explanation.settings_id)
         .join(Document, Document.id == Explanation.document_id)
         .join(Model, Model.id == Explanation.model_id)
-        .where(Explanation.batch_id == batch_id)
+        .where(in_batch(batch_id))
         .order_by(*seal_order(session))
     )
     for row in stream(session, query).mappings():

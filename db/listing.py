@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, case, exists, func, select, tuple_
 from sqlalchemy.orm import Session, aliased
 
-from db.models import Batch, Document, Explanation
+from db.models import Batch, Document, Explanation, Status
 from db.queries import (
     MAX_LIMIT,
     ORDERS,
@@ -30,19 +31,33 @@ from db.queries import (
 EXPLAINED_ORDERS = {"confidence": "asc", "-confidence": "desc", "label": "asc"}
 
 
+class BadCursor(ValueError):
+    """An ``--after`` that is not a cursor of this listing: the caller's mistake."""
+
+
 def encode_cursor(phase: str, value: Any, doc_id: int) -> str:
     raw = json.dumps([phase, value, doc_id], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> tuple[str, Any, int]:
+    """The cursor's (phase, value, id); a ValueError for anything ``encode_cursor`` did
+    not write: the parts' types are checked here, before the database sees them."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        phase, value, doc_id = json.loads(raw)
-        if phase not in ("a", "b") or not isinstance(doc_id, int):
+        parts = json.loads(raw)
+        if not isinstance(parts, list) or len(parts) != 3:
             raise ValueError
-    except ValueError:
-        raise ValueError(f"--after {cursor!r} is not a cursor printed by results list") from None
+        phase, value, doc_id = parts
+        # bool is an int to Python, not to a database; ids fit a signed 64-bit column
+        if phase not in ("a", "b") or type(doc_id) is not int or not 1 <= doc_id < 2**63:
+            raise ValueError
+        if value is not None and type(value) not in (int, float, str):
+            raise ValueError
+        if type(value) is int and not -(2**63) <= value < 2**63:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise BadCursor(f"--after {cursor!r} is not a cursor printed by results list") from None
     return phase, value, doc_id
 
 
@@ -91,6 +106,8 @@ def list_page(
     wanted = _explanation_filters(explanation, label, min_confidence, max_confidence, errors)
     narrows = [condition for condition in wanted if condition is not None]
     phase, value, last = decode_cursor(after) if after else ("a", None, None)
+    if after and not _fits(order, phase, value):  # a cursor of another order, or forged
+        raise BadCursor(f"--after {after!r} is not a cursor of --order {order}")
     rows: list[tuple[Document, Explanation | None]] = []
     if order in EXPLAINED_ORDERS and phase == "a":
         query = select(Document, explanation).join(explanation, on).where(*filters, *narrows)
@@ -107,11 +124,11 @@ def list_page(
         sort = [getattr(c, direction)() for c in (*leading, column, explanation.document_id)]
         rows = [tuple(row) for row in session.execute(query.order_by(*sort).limit(limit + 1))]
         if len(rows) <= limit and not narrows:  # then the documents without it, by id
-            rest = _unexplained(chosen, filters, None, limit + 1 - len(rows))
+            rest = _unexplained(chosen, filters, None, limit + 1 - len(rows), batch)
             rows += [(doc, None) for doc in session.scalars(rest)]
     elif order in EXPLAINED_ORDERS:
         if not narrows:
-            rest = _unexplained(chosen, filters, last, limit + 1)
+            rest = _unexplained(chosen, filters, last, limit + 1, batch)
             rows = [(doc, None) for doc in session.scalars(rest)]
     else:
         query = select(Document, explanation).outerjoin(explanation, on).where(*filters, *narrows)
@@ -124,12 +141,20 @@ def list_page(
         else:
             if last is not None:
                 query = query.where(Document.id > last)
+            elif batch and session.get_bind().dialect.name == "postgresql":
+                # where its rows start: else PostgreSQL may walk the ids from 1 (SQLite's
+                # planner takes the batch's index by itself, and is slower with this)
+                query = query.where(Document.id >= _first_id(batch))
             # (batch, id): the index's order, so the planner reads the batch's rows alone
             query = query.order_by(*([Document.batch_id] if batch else []), Document.id)
         rows = [tuple(row) for row in session.execute(query.limit(limit + 1))]
     page = rows[skip:limit]
     cursor = _next_cursor(order, page[-1]) if len(rows) > limit and page else None
     return [_row(doc, exp) for doc, exp in page], cursor
+
+
+def _first_id(batch: str) -> Any:
+    return select(func.min(Document.id)).where(Document.batch_id == batch).scalar_subquery()
 
 
 def _method(session: Session, batch: str | None, method: str | None) -> Any:
@@ -198,13 +223,31 @@ def _explanation_filters(
 
 
 def _unexplained(
-    chosen: Any, filters: list[ColumnElement[bool]], after_id: int | None, limit: int
+    chosen: Any,
+    filters: list[ColumnElement[bool]],
+    after_id: int | None,
+    limit: int,
+    batch: str | None,
 ) -> Select[Any]:
-    has = exists().where(Explanation.document_id == Document.id, Explanation.method == chosen)
+    has = exists().where(Explanation.document_id == Document.id)
+    if isinstance(chosen, str):  # else no method nor batch: any explanation is the one shown
+        has = has.where(Explanation.method == chosen)
     query = select(Document).where(*filters, ~has)
     if after_id is not None:
         query = query.where(Document.id > after_id)
-    return query.order_by(Document.batch_id, Document.id).limit(limit)
+    # by id alone, as the cursor: (batch, id) only where the batch is fixed (the index)
+    return query.order_by(*([Document.batch_id] if batch else []), Document.id).limit(limit)
+
+
+def _fits(order: str, phase: str, value: Any) -> bool:
+    """Whether a cursor's value is of the kind ``_next_cursor`` writes for ``order``."""
+    if phase == "b" or order == "id":
+        return value is None and (phase == "a" or order in EXPLAINED_ORDERS)
+    if "confidence" in order:
+        return type(value) in (int, float) and math.isfinite(value)
+    if order == "status":
+        return value in {s.value for s in Status}
+    return type(value) is str
 
 
 def _next_cursor(order: str, last: tuple[Document, Explanation | None]) -> str:

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    ColumnElement,
     DateTime,
     Enum,
     Float,
@@ -20,11 +21,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
 
-from db.arrays import Float32Array, Int32Array
+from db.arrays import Float32Array
+from db.compact import CompactDict, DeltaIntArray, TokenList
 
 # JSON text on SQLite, binary JSONB on PostgreSQL (smaller, and indexable with GIN).
 Json = JSON().with_variant(JSONB(), "postgresql")
@@ -134,6 +137,31 @@ class Model(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class RunSettings(Base):
+    """What the rows of a run repeat, stored once: the method's parameters, the settings
+    of the run that change stored numbers, and the worker and device that explained
+    them; an explanation refers to its set by id (issue 16: the row within 1 KB)."""
+
+    __tablename__ = "run_settings"
+    __table_args__ = (UniqueConstraint("key", name="uq_run_settings_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), doc="SHA-256 of the canonical set (db.settings).")
+    params: Mapped[dict[str, Any]] = mapped_column()
+    execution: Mapped[dict[str, Any] | None] = mapped_column(NullableJson)
+    worker: Mapped[str] = mapped_column(String(255))
+    device: Mapped[str] = mapped_column(String(64))
+
+
+def _setting(column: Any, settings_id: Any) -> Any:
+    """A column of the row's settings, read with the row by a primary-key probe (not
+    deferred: a row read in a session is complete after it closes, as before)."""
+    return column_property(
+        select(column).where(RunSettings.id == settings_id).correlate_except(RunSettings)
+        .scalar_subquery()
+    )  # fmt: skip
+
+
 class Explanation(Base):
     """One method's attribution of one document by one model, with its provenance."""
 
@@ -142,11 +170,14 @@ class Explanation(Base):
         UniqueConstraint(
             "document_id", "model_id", "method", "params_key", name="uq_explanations_identity"
         ),
-        Index("ix_explanations_batch_document", "batch_id", "document_id"),  # export
-        # keyset pages of a batch by confidence (`results list --order -confidence`)
+        # keyset pages of a batch by confidence (`results list --order -confidence`); a
+        # batch's rows in document order (export, audit) are read along the identity
+        # index instead (db.queries.in_batch)
         Index("ix_explanations_batch_order", "batch_id", "method", "confidence", "document_id"),
         # a model's first and last use (`results models`): two probes, not a scan
         Index("ix_explanations_model_created", "model_id", "created_at"),
+        # pages of all batches by confidence: read down this index, not sorted
+        Index("ix_explanations_confidence", "confidence", "document_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -157,28 +188,36 @@ class Explanation(Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     method: Mapped[str] = mapped_column(String(64))
     params_key: Mapped[str] = mapped_column(String(64), doc="Hash of the canonical params.")
-    params: Mapped[dict[str, Any]] = mapped_column()
+    settings_id: Mapped[int] = mapped_column(
+        ForeignKey("run_settings.id", name="fk_explanations_settings_id"),
+        doc="Parameters, execution, worker and device.",
+    )
+    # read-only here, written through ``settings_id`` (db.settings)
+    params: Mapped[dict[str, Any]] = _setting(RunSettings.params, settings_id)
+    execution: Mapped[dict[str, Any] | None] = _setting(RunSettings.execution, settings_id)
+    worker: Mapped[str] = _setting(RunSettings.worker, settings_id)
+    device: Mapped[str] = _setting(RunSettings.device, settings_id)
     label: Mapped[str] = mapped_column(String(200))
     confidence: Mapped[float] = mapped_column(Float, doc="Probability of the predicted label.")
-    probabilities: Mapped[dict[str, Any]] = mapped_column()
-    tokens: Mapped[list[Any]] = mapped_column()
+    probabilities: Mapped[dict[str, Any]] = mapped_column(CompactDict)
+    tokens: Mapped[list[Any]] = mapped_column(TokenList)
     attributions: Mapped[list[Any]] = mapped_column(Float32Array, doc="Score per token.")
     offsets: Mapped[list[Any] | None] = mapped_column(
-        Int32Array, doc="Character start and end of each token in the text, flattened."
+        DeltaIntArray, doc="Character start and end of each token in the text, flattened."
     )
     words: Mapped[list[Any] | None] = mapped_column(
-        Int32Array, doc="The word (whitespace-delimited span) of each token; -1 special."
+        DeltaIntArray, doc="The word (whitespace-delimited span) of each token; -1 special."
     )
     convergence_delta: Mapped[float | None] = mapped_column(Float)
     relative_gap: Mapped[float | None] = mapped_column(
         Float, doc="|convergence_delta| / |f(x) - f(baseline)|: the completeness check."
     )
     steps: Mapped[int | None] = mapped_column(Integer, doc="Integration steps actually taken.")
-    worker: Mapped[str] = mapped_column(String(255))
-    device: Mapped[str] = mapped_column(String(64))
-    timings: Mapped[dict[str, Any]] = mapped_column(default=dict, doc="Seconds per stage.")
+    timings: Mapped[dict[str, Any]] = mapped_column(
+        CompactDict, default=dict, doc="Seconds per stage."
+    )
     quality: Mapped[dict[str, Any] | None] = mapped_column(
-        NullableJson,
+        CompactDict,
         doc="Faithfulness: comprehensiveness, sufficiency and their random baselines.",
     )
     extra: Mapped[dict[str, Any] | None] = mapped_column(
@@ -186,11 +225,6 @@ class Explanation(Base):
     )
     windows: Mapped[int] = mapped_column(
         Integer, default=1, server_default="1", doc="Overlapping windows the text was cut into."
-    )
-    execution: Mapped[dict[str, Any] | None] = mapped_column(
-        NullableJson,
-        doc="Settings of the run that change stored numbers: max_tokens, window_stride "
-        "(part of the identity of a windowed document's rows) and quality.",
     )
     digest: Mapped[str | None] = mapped_column(
         String(64),
@@ -201,6 +235,23 @@ class Explanation(Base):
 
     document: Mapped[Document] = relationship(back_populates="explanations")
     model: Mapped[Model] = relationship()
+
+
+SETTINGS = ("params", "execution", "worker", "device")  # an explanation's, in run_settings
+
+
+def explanation_columns() -> list[ColumnElement[Any]]:
+    """An explanation's columns as its readers know them: its own, and its settings'
+    (``params``, ``execution``, ``worker``, ``device``); select them with
+    ``.join(RunSettings, RunSettings.id == Explanation.settings_id)``."""
+    own = [c for c in Explanation.__table__.columns if c.name != "settings_id"]
+    return [*own, *(RunSettings.__table__.c[name] for name in SETTINGS)]
+
+
+def explanation_values(exp: Explanation) -> dict[str, Any]:
+    """A loaded explanation's values by those names (what ``db.records.digest_content``
+    reads)."""
+    return {column.name: getattr(exp, column.name) for column in explanation_columns()}
 
 
 class Seal(Base):

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Result, Select, func, select
+from sqlalchemy import ColumnElement, Result, Select, and_, func, select
 from sqlalchemy.orm import Session
 
-from db.models import ALL_BATCHES, Batch, Document, Model, Status, TokenStat
+from db.models import ALL_BATCHES, Batch, Document, Explanation, Model, Status, TokenStat
 from db.words import bare, merge_wordpieces, word_key
 
 MAX_LIMIT = 10_000
@@ -182,6 +182,17 @@ def batch_summaries(session: Session, limit: int = 20) -> list[dict[str, Any]]:
          **{status: counts.get((b.id, status), 0) for status in STATUSES}}
         for b in batches
     ]  # fmt: skip
+
+
+def in_batch(batch: str) -> ColumnElement[bool]:
+    """An explanation of ``batch``, found along the identity index: its documents' ids
+    span a range (both ends read from the documents' (batch, id) index), which reads
+    the batch's rows in document order without an index of their own."""
+    first, last = (
+        select(end(Document.id)).where(Document.batch_id == batch).scalar_subquery()
+        for end in (func.min, func.max)
+    )
+    return and_(Explanation.batch_id == batch, Explanation.document_id.between(first, last))
 
 
 def stream(session: Session, query: Select[Any]) -> Result[Any]:

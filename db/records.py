@@ -1,7 +1,8 @@
 """What the workers write, as typed records defined once on the data side.
 
 The worker encodes the engine's output into these; ``db.writes`` stores them. Their
-fields are the tables' columns, so a column added to a table is added here and nowhere
+fields are the tables' columns (an explanation's params, execution, worker and device are
+its ``run_settings`` row's), so a column added to a table is added here and nowhere
 else. The policy for non-finite numbers lives here too: JSON has no NaN (PostgreSQL
 refuses it), and an undefined figure is better stored as unknown than as a number.
 """

@@ -8,7 +8,7 @@ from its own database, which is the source of truth.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 
 from db.models import Batch, Document, Explanation, Model
 from db.queries import find_document, require_batch
+
+READ_CHUNK = 1000  # rows per query: far below 65,535 bound parameters; memory stays flat
 
 
 def choose_rows(
@@ -51,9 +53,22 @@ def choose_rows(
     return ids
 
 
+def stored_chunks(
+    session: Session, ids: Sequence[int], chunk: int = READ_CHUNK
+) -> Iterator[list[dict[str, Any]]]:
+    """The rows ``ids`` as stored (``stored_rows``), ``chunk`` at a time, in order: one
+    query per chunk keeps its bound parameters under the drivers' limit (65,535 on
+    psycopg) and memory to a chunk's texts and scores."""
+    for start in range(0, len(ids), chunk):
+        yield stored_rows(session, ids[start : start + chunk])
+
+
 def stored_rows(session: Session, ids: Sequence[int]) -> list[dict[str, Any]]:
-    """The rows ``ids`` as stored, in that order, with what a replay needs: the text,
-    the batch's model spec, the model's recorded path and weights hash."""
+    """The rows ``ids`` (at most READ_CHUNK: ``stored_chunks`` reads more) as stored, in
+    that order, with what a replay needs: the text, the batch's model spec, the model's
+    recorded path and weights hash."""
+    if len(ids) > READ_CHUNK:
+        raise ValueError(f"{len(ids)} rows in one query: read them with stored_chunks")
     query = (
         select(
             Explanation.id, Explanation.method, Explanation.params, Explanation.label,

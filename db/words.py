@@ -11,6 +11,7 @@ to merging BERT's ``##`` pieces.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 
@@ -53,6 +54,38 @@ def _from_offsets(
         end = max(offsets[2 * p + 1] for p in positions)
         spans.append((text[start:end], positions))
     return spans
+
+
+def written_words(
+    text: str | None,
+    offsets: Sequence[int] | None,
+    words: Sequence[int] | None,
+    scores: Sequence[float],
+) -> list[tuple[str, float | None]] | None:
+    """The text cut into its words (each with its tokens' summed score) and the
+    whitespace between them (score None), as written (the text's leading and trailing
+    whitespace left out); None without usable offsets and word ids: then the caller
+    shows the tokens merged (``merge_wordpieces``). The terminal's heatmap
+    (``results.render``) and the web's (``web.spans``) both cut the text here."""
+    if text is None or offsets is None or words is None:
+        return None
+    if not len(words) == len(scores) == len(offsets) // 2 or len(offsets) % 2:
+        return None
+    spans = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+    if any(not -1 <= w < len(spans) for w in words):
+        return None  # word ids that are not this text's: the token view instead
+    summed = [0.0] * len(spans)
+    for word, score in zip(words, scores, strict=True):
+        if word >= 0:
+            summed[word] += score
+    pieces: list[tuple[str, float | None]] = []
+    end = spans[0][0] if spans else 0
+    for (start, stop), score in zip(spans, summed, strict=True):
+        if start > end:
+            pieces.append((text[end:start], None))
+        pieces.append((text[start:stop], score))
+        end = stop
+    return pieces
 
 
 def merge_wordpieces(

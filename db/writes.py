@@ -29,6 +29,7 @@ from db.records import (
     RepresentationRecord,
     explanation_digest,
 )
+from db.run_settings import attach_settings
 
 EXPLANATION_IDENTITY = ["document_id", "model_id", "method", "params_key"]
 AGREEMENT_IDENTITY = ["document_id", "model_id", "method_a", "method_b"]
@@ -85,6 +86,7 @@ def save_explanations(
             row, external_id=document.external_id, text=document.text,
             model_sha256=models[row["model_id"]],
         )  # fmt: skip
+    attach_settings(session.connection(), rows)  # after the digest, which covers them
     new = _insert_new(session, Explanation, rows, EXPLANATION_IDENTITY)
     fresh = [
         r for r, row in zip(records, rows, strict=True) if _key(row, EXPLANATION_IDENTITY) in new

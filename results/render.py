@@ -7,7 +7,6 @@ output or crash it with a markup error.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from db.queries import DocumentRow
-from db.words import merge_wordpieces
+from db.words import merge_wordpieces, written_words
 
 TOWARD, AGAINST = (34, 139, 34), (200, 40, 40)  # green / red at full strength
 STATUS_STYLES = {"done": "green", "failed": "red", "running": "cyan", "pending": "yellow"}
@@ -63,7 +62,7 @@ def heatmap(
     is the original text as written (case, accents, punctuation, characters the
     vocabulary lacks, line breaks) coloured word by word; without them, the tokens with
     BERT's ``##`` pieces merged."""
-    shown = _written(text, offsets, words, attributions)
+    shown = written_words(text, offsets, words, attributions)
     if shown is None:
         offsets = words = text = None
     merged = merge_wordpieces(tokens, attributions, offsets, words, text)
@@ -90,36 +89,6 @@ def heatmap(
         title=Text(title),
         title_align="left",
     )
-
-
-def _written(
-    text: str | None,
-    offsets: Sequence[int] | None,
-    words: Sequence[int] | None,
-    attributions: Sequence[float],
-) -> list[tuple[str, float | None]] | None:
-    """The text cut into its words (each with its tokens' summed score) and the
-    whitespace between them (score None), as written (the text's leading and trailing
-    whitespace left out); None without usable offsets."""
-    if text is None or offsets is None or words is None:
-        return None
-    if not len(words) == len(attributions) == len(offsets) // 2 or len(offsets) % 2:
-        return None
-    spans = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
-    if any(not -1 <= w < len(spans) for w in words):
-        return None  # word ids that are not this text's: the token view instead
-    scores = [0.0] * len(spans)
-    for word, score in zip(words, attributions, strict=True):
-        if word >= 0:
-            scores[word] += score
-    pieces: list[tuple[str, float | None]] = []
-    end = spans[0][0] if spans else 0
-    for (start, stop), score in zip(spans, scores, strict=True):
-        if start > end:
-            pieces.append((text[end:start], None))
-        pieces.append((text[start:stop], score))
-        end = stop
-    return pieces
 
 
 def shade(strength: float) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import typer
@@ -37,7 +37,7 @@ def replay_command(
     timeout: float,
 ) -> None:
     from contract.settings import settings_or_exit
-    from db.replay_rows import choose_rows, stored_rows
+    from db.replay_rows import READ_CHUNK, choose_rows, stored_rows
 
     if doc is None and batch is None:
         raise fail("verify needs a document, --batch B, or --integrity")
@@ -50,10 +50,13 @@ def replay_command(
         _engine_or_exit()  # before anything is read: a missing torch says so at once
     with reading() as session:
         ids = choose_rows(session, doc=doc, batch=batch, sample=sample, method=method)
-        rows = stored_rows(session, ids) if local else []
     with _progress(len(ids)) as advance:
-        if local:
-            verdicts = _replay_here(rows, settings, allow_other_weights, advance)
+        if local:  # a chunk of rows read, replayed and let go at a time: memory stays flat
+            verdicts = []
+            for start in range(0, len(ids), READ_CHUNK):
+                with reading() as session:  # no transaction held open while replaying
+                    rows = stored_rows(session, ids[start : start + READ_CHUNK])
+                verdicts += _replay_here(rows, settings, allow_other_weights, advance)
         else:
             verdicts = _replay_on_workers(ids, settings, allow_other_weights, timeout, advance)
     report(verdicts, as_json)
@@ -83,9 +86,9 @@ def _replay_here(
 def _replay_on_workers(
     ids: list[int], settings: Any, allow: bool, timeout: float, advance: Callable[[int], None]
 ) -> list[dict[str, Any]]:
-    """One verify task per ROWS_PER_TASK rows, sent by name to the workers' queue."""
+    """One verify task per ROWS_PER_TASK rows, sent by name to the workers' queue. After
+    a refusal, a failure or a timeout, the tasks not yet answered are revoked."""
     from celery import Celery
-    from celery.exceptions import TimeoutError as CeleryTimeout
 
     from contract.tasks import VERIFY_TASK, celery_config
 
@@ -93,26 +96,58 @@ def _replay_on_workers(
     app.conf.update(celery_config(settings))
     queue = settings.queue  # the queue of the workers that hold the model
     parts = [ids[i : i + ROWS_PER_TASK] for i in range(0, len(ids), ROWS_PER_TASK)]
+    sent: list[Any] = []
     try:
-        sent = [app.send_task(VERIFY_TASK, args=[part, allow], queue=queue) for part in parts]
+        # part i is waited for until (i + 1) x timeout after sending at the latest: a
+        # worker drops it unrun after that, as after this process is interrupted
+        for index, part in enumerate(parts):
+            sent.append(app.send_task(VERIFY_TASK, args=[part, allow], queue=queue,
+                                      expires=timeout * (index + 1)))  # fmt: skip
         verdicts: list[dict[str, Any]] = []
-        for part, result in zip(parts, sent, strict=True):
+        for done, (part, result) in enumerate(zip(parts, sent, strict=True)):
             try:
-                answer = result.get(timeout=timeout)
-            except CeleryTimeout:
-                raise fail(
-                    f"no worker on queue {queue!r} replayed rows {part[0]}.. within "
-                    f"{timeout:g} s (is one running? --local replays here)"
-                ) from None
-            finally:
-                result.forget()
-            if answer["refused"]:
-                raise fail(f"a worker refused: {answer['refused']}")
-            verdicts += answer["verdicts"]
+                verdicts += _answer(result, part, queue, timeout)
+            except typer.Exit:
+                _revoke(app, sent[done:])
+                raise
             advance(len(part))
     except (OSError, ConnectionError) as error:
         raise fail(f"cannot reach the broker at {settings.broker_url}: {error}") from None
     return verdicts
+
+
+def _answer(result: Any, part: list[int], queue: str, timeout: float) -> list[dict[str, Any]]:
+    """The verdicts of one task; typer.Exit with one line for a timeout, a refusal, or
+    an exception the worker raised (which ``get`` would re-raise with its traceback)."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from db.errors import one_line
+
+    try:
+        answer = result.get(timeout=timeout)
+    except CeleryTimeout:
+        raise fail(
+            f"no worker on queue {queue!r} replayed rows {part[0]}.. within "
+            f"{timeout:g} s (is one running? --local replays here)"
+        ) from None
+    except Exception as error:  # raised in the worker, rebuilt here
+        why = one_line(error) if isinstance(error, SQLAlchemyError) else str(error).strip()
+        raise fail(f"a worker failed to replay rows {part[0]}..: {type(error).__name__}: "
+                   f"{(why.splitlines() or ['?'])[0]}") from None  # fmt: skip
+    finally:
+        result.forget()
+    if answer["refused"]:
+        raise fail(f"a worker refused: {answer['refused']}")
+    return answer["verdicts"]
+
+
+def _revoke(app: Any, results: list[Any]) -> None:
+    """Best effort: the tasks still queued are dropped by the workers, not run."""
+    with suppress(Exception):  # the one-line error already says what went wrong
+        app.control.revoke([result.id for result in results])
+        for result in results:
+            result.forget()
 
 
 @contextmanager

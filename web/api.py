@@ -3,6 +3,7 @@ and the streamed exports."""
 
 from __future__ import annotations
 
+import string
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -11,18 +12,14 @@ from sqlalchemy.orm import Session
 
 from web import reads, schemas
 from web.export import check_batch, csv_chunks, jsonl_chunks
-from web.params import MethodName, document_filters
+from web.params import DOC_ID, MethodName, document_filters
+from web.session import session
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": schemas.Problem},
     404: {"model": schemas.Problem},
 }
-DOC_ID = Path(ge=1, le=2**31 - 1)
-
-
-def session(request: Request) -> Any:
-    yield from request.app.state.sessions()
 
 
 @router.get("/batches", response_model=schemas.BatchList)
@@ -68,8 +65,8 @@ def export_jsonl(
     method: MethodName | None = Query(None),
 ) -> StreamingResponse:
     """One record per explanation, then one per failed document (as `results export`)."""
-    url = request.app.state.url
-    check_batch(url, batch)
+    url, timeout_ms = request.app.state.url, request.app.state.timeout_ms
+    check_batch(url, batch, timeout_ms)
     return StreamingResponse(jsonl_chunks(url, batch, method), media_type="application/x-ndjson",
                              headers=_attachment(batch, "jsonl"))  # fmt: skip
 
@@ -81,13 +78,17 @@ def export_csv(
     method: MethodName | None = Query(None),
 ) -> StreamingResponse:
     """As export.jsonl; cells a spreadsheet would run as a formula start with a quote."""
-    url = request.app.state.url
-    check_batch(url, batch)
+    url, timeout_ms = request.app.state.url, request.app.state.timeout_ms
+    check_batch(url, batch, timeout_ms)
     return StreamingResponse(csv_chunks(url, batch, method), media_type="text/csv; charset=utf-8",
                              headers=_attachment(batch, "csv"))  # fmt: skip
 
 
+SAFE_NAME = frozenset(string.ascii_letters + string.digits + "-")
+
+
 def _attachment(batch: str | None, suffix: str) -> dict[str, str]:
-    # the name from a known batch id (checked above), reduced to safe characters anyway
-    safe = "".join(c for c in (batch or "all") if c.isalnum() or c == "-")
+    # the name from a known batch id (checked above), reduced to ASCII letters, digits and
+    # '-' anyway: a header is latin-1, and no browser reads anything odd into these
+    safe = "".join(c for c in (batch or "all") if c in SAFE_NAME)
     return {"content-disposition": f'attachment; filename="explainq-{safe}.{suffix}"'}

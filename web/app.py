@@ -11,20 +11,21 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contract.settings import Settings
 from db.errors import one_line
 from web import api, pages
+from web.errors import BadRequest, NotFound
 from web.security import Guard
-from web.session import read_session
+from web.session import read_session, timed_out
 from web.templating import environment, stylesheet
 
 
 def create_app(settings: Settings) -> FastAPI:
-    url = settings.sqlalchemy_url
+    url = settings.web_url
     app = FastAPI(
         title="explainq results",
         version="1",
@@ -33,9 +34,10 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.url = url
+    app.state.timeout_ms = timeout_ms = settings.web_statement_timeout_ms
 
     def sessions() -> Iterator[Session]:
-        with read_session(url) as session:
+        with read_session(url, timeout_ms) as session:
             yield session
 
     app.state.sessions = sessions
@@ -48,20 +50,26 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> PlainTextResponse:
-        with read_session(url) as session:
-            session.execute(text("SELECT 1"))
+        try:
+            with read_session(url, timeout_ms) as session:
+                session.execute(text("SELECT 1"))
+        except SQLAlchemyError:  # asked without credentials: says nothing of the database
+            return PlainTextResponse("unavailable\n", status_code=503)
         return PlainTextResponse("ok\n")
 
     app.include_router(api.router)
     app.include_router(pages.router)
-    _errors(app)
+    _errors(app, timeout_ms)
     password = settings.web_password.get_secret_value() if settings.web_password else None
     app.add_middleware(BlankFilters)
     app.add_middleware(Guard, user=settings.web_user, password=password)
     return app
 
 
-def _errors(app: FastAPI) -> None:
+def _errors(app: FastAPI, timeout_ms: int) -> None:
+    """Only the web's own errors are 4xx; a database error is a 503; anything else
+    propagates: a 500 (``web.security.Guard`` gives it the headers)."""
+
     def problem(request: Request, status: int, detail: str) -> Response:
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": detail}, status_code=status)
@@ -70,16 +78,20 @@ def _errors(app: FastAPI) -> None:
             request, "error.html", {"status": status, "detail": detail}, status_code=status
         )
 
-    @app.exception_handler(LookupError)
-    def not_found(request: Request, error: LookupError) -> Response:
-        return problem(request, 404, str(error).strip("'\""))
+    @app.exception_handler(NotFound)
+    def not_found(request: Request, error: NotFound) -> Response:
+        return problem(request, 404, str(error))
 
-    @app.exception_handler(ValueError)
-    def bad_request(request: Request, error: ValueError) -> Response:
+    @app.exception_handler(BadRequest)
+    def bad_request(request: Request, error: BadRequest) -> Response:
         return problem(request, 400, str(error))
 
     @app.exception_handler(SQLAlchemyError)
     def unavailable(request: Request, error: SQLAlchemyError) -> Response:
+        if isinstance(error, DBAPIError) and timed_out(error):
+            detail = (f"the read ran past {timeout_ms} ms (EXPLAINQ_WEB_STATEMENT_TIMEOUT_MS):"
+                      " narrow the filters, or use `results list` / the export")  # fmt: skip
+            return problem(request, 503, detail)
         return problem(request, 503, one_line(error))
 
 

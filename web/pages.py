@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from contract.methods import METHODS
 from db.queries import ORDERS
 from web import reads
-from web.api import DOC_ID, session
-from web.params import document_filters
+from web.params import DOC_ID, document_filters
+from web.session import session
 
 router = APIRouter(include_in_schema=False)
 

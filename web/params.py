@@ -6,21 +6,24 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from fastapi import Query
+from fastapi import Path, Query
 
 from contract.methods import METHODS
 from db.queries import ORDERS
+from web.errors import BadRequest
 
 Order = Literal[ORDERS]  # type: ignore[valid-type]
 StatusName = Literal["pending", "running", "done", "failed"]
 MethodName = Literal[METHODS]  # type: ignore[valid-type]
 FIELD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")  # a metadata field name
 MAX_PAGE = 500
+MAX_WHERE, MAX_WHERE_CHARS = 5, 200  # each filter is a JSON lookup on every row read
+DOC_ID = Path(ge=1, le=2**31 - 1)
 
 
 def field_name(name: str, what: str) -> str:
     if not FIELD.fullmatch(name):
-        raise ValueError(f"{what} {name!r}: a metadata field is letters, digits, _ . - (<= 64)")
+        raise BadRequest(f"{what} {name!r}: a metadata field is letters, digits, _ . - (<= 64)")
     return name
 
 
@@ -41,11 +44,15 @@ def document_filters(
     after: str | None = Query(None, max_length=600, description="The cursor of the next page."),
 ) -> dict[str, Any]:
     """``db.listing.list_page``'s keywords."""
+    if len(where) > MAX_WHERE:
+        raise BadRequest(f"at most {MAX_WHERE} where filters, not {len(where)}")
     meta: dict[str, str] = {}
     for pair in where:
+        if len(pair) > MAX_WHERE_CHARS:
+            raise BadRequest(f"where {pair[:40]!r}...: at most {MAX_WHERE_CHARS} characters")
         key, sep, value = pair.partition("=")
         if not sep:
-            raise ValueError(f"where {pair!r}: expected FIELD=VALUE")
+            raise BadRequest(f"where {pair!r}: expected FIELD=VALUE")
         meta[field_name(key.strip(), "where")] = value
     return {
         "batch": batch, "label": label, "min_confidence": min_confidence,

@@ -1,7 +1,8 @@
 """One read per page: each page and its /api/v1 twin call the same function here, which
 asks the data layer (``db.queries``, ``db.listing``, ``db.export``, ``db.quality``,
 ``db.similar``, ``db.model_usage``) and returns the page's typed model. Nothing here
-renders; LookupError means 404 and ValueError 400 (``web.app``)."""
+renders; ``web.errors.NotFound`` means 404 and ``BadRequest`` 400 (``web.app``), and the
+data layer's own not-found errors are turned into them here, one call at a time."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from sqlalchemy.orm import Session
 
 from db import batches as db_batches
 from db import export, listing, model_usage, quality, queries, similar, vector_index
-from db.models import Batch, Document, Model, Rejection, Status
+from db.models import Batch, Document, Model, Rejection, Representation, Status
 from web import schemas
+from web.errors import BadRequest, NotFound, missing_is_404
 from web.spans import scale_of, subword_pieces, word_pieces
 
 SHOWN = 200  # rejections and failures listed on a batch's page (the counts say how many)
@@ -27,7 +29,8 @@ def batch_list(session: Session, limit: int = 50) -> schemas.BatchList:
 
 
 def batch_detail(session: Session, batch_id: str) -> schemas.BatchDetail:
-    queries.require_batch(session, batch_id)
+    with missing_is_404():
+        queries.require_batch(session, batch_id)
     batch = session.get(Batch, batch_id)
     assert batch is not None
     counts = {s.value.lower(): n for s, n in db_batches.status_counts(session, batch_id).items()}
@@ -60,7 +63,13 @@ def batch_detail(session: Session, batch_id: str) -> schemas.BatchDetail:
 def document_page(session: Session, **filters: Any) -> schemas.DocumentPage:
     """``filters``: list_page's keywords (batch, label, confidence range, status, method,
     where, errors, text, order, limit, after)."""
-    rows, cursor = listing.list_page(session, **filters)
+    with missing_is_404():
+        queries.require_batch(session, filters.get("batch"))
+        queries.require_label(session, filters.get("label"))
+    try:
+        rows, cursor = listing.list_page(session, **filters)
+    except listing.BadCursor as error:
+        raise BadRequest(str(error)) from error
     return schemas.DocumentPage(
         rows=[schemas.DocumentRowOut(**row.as_json()) for row in rows],
         next=cursor,
@@ -71,7 +80,7 @@ def document_page(session: Session, **filters: Any) -> schemas.DocumentPage:
 def document_detail(session: Session, document_id: int) -> schemas.DocumentDetail:
     document = session.get(Document, document_id)
     if document is None:
-        raise LookupError(f"no document {document_id}")
+        raise NotFound(f"no document {document_id}")
     records = export.document_records(session, document)
     agreement = quality.document_agreement(session, document.id)
     explained = [r for r in records if r["tokens"] is not None]
@@ -82,7 +91,7 @@ def document_detail(session: Session, document_id: int) -> schemas.DocumentDetai
             select(Model.info).where(Model.name == first["model"],
                                      Model.sha256 == first["model_sha256"])
         )  # fmt: skip
-    neighbours, note = _neighbours(session, document, first["model"])
+    neighbours, note = _neighbours(session, document, first["model_sha256"])
     return schemas.DocumentDetail(
         id=document.id, external_id=document.external_id, batch_id=document.batch_id,
         status=document.status.value.lower(), error=document.error, text=document.text,
@@ -99,6 +108,7 @@ def _explanation(
     tokens, scores = record["tokens"], record["attributions"]
     offsets, word_ids = record["offsets"], record["word_ids"]
     words = word_pieces(text, tokens, scores, offsets, word_ids)
+    subwords = subword_pieces(text, tokens, scores, offsets, word_ids)
     method = record["method"]
     mine = {(b if a == method else a): rho for (a, b), rho in agreement.items() if method in (a, b)}
     attention = (record["extra"] or {}).get("cls_attention")
@@ -110,22 +120,29 @@ def _explanation(
         **{key: record[key] for key in fields},
         scale=scale_of(words),
         words=words,
-        subwords=subword_pieces(text, tokens, scores, offsets, word_ids),
+        subwords=subwords,
+        subword_scale=scale_of(subwords),  # a token's own score: its view's own scale
         attention=attention if isinstance(attention, list) else None,
         agreement=mine,
     )
 
 
 def _neighbours(
-    session: Session, document: Document, model: str | None
+    session: Session, document: Document, sha256: str | None
 ) -> tuple[list[schemas.Neighbour], str | None]:
     """The ten nearest documents; a note instead where the search would scan a large
-    model's vectors (no index yet: `results index` builds it) or there is no vector."""
-    model_id = session.scalar(
-        select(Model.id).where(Model.name == model).order_by(Model.id).limit(1)
-    )
-    if model is None or model_id is None:
+    model's vectors (no index yet: `results index` builds it) or there is no vector.
+    The guard asks about the model of the document's own vector, the one searched (the
+    explaining model's where the document has several)."""
+    owners = session.execute(
+        select(Representation.model_id, Model.name)
+        .join(Model, Model.id == Representation.model_id)
+        .where(Representation.document_id == document.id)
+        .order_by((Model.sha256 == sha256).desc(), Model.id)
+    ).all()
+    if not owners:
         return [], "not explained yet"
+    model_id, model = owners[0]
     if vector_index.load(session, model_id) is None:
         many = vector_index.count_at_most(
             session, vector_index.model_vectors(model_id), vector_index.EXACT_BELOW + 1
@@ -142,12 +159,13 @@ def _neighbours(
 def corpus(session: Session, batch: str | None = None, model: str | None = None) -> schemas.Corpus:
     """Per model name: top tokens per label and method, quality per method and the
     agreement between methods, all from the aggregates (no scan of the corpus)."""
-    queries.require_batch(session, batch)
+    with missing_is_404():
+        queries.require_batch(session, batch)
     names: dict[str, list[str]] = {}
     for name, labels in session.execute(select(Model.name, Model.labels).order_by(Model.id)):
         names.setdefault(name, [str(label) for label in labels or []])
     if model is not None and model not in names:
-        raise LookupError(f"no model {model!r}; known: {', '.join(names) or 'none yet'}")
+        raise NotFound(f"no model {model!r}; known: {', '.join(names) or 'none yet'}")
     out = []
     for name, labels in names.items():
         if model is not None and name != model:

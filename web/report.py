@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from db.export import export_rows
@@ -19,7 +20,9 @@ DEFAULT_CAP = 500
 OPEN = 20  # the first documents shown open; the rest collapsed (<details>)
 
 
-def write_report(session: Session, batch: str, handle: TextIO, cap: int = DEFAULT_CAP) -> dict:
+def write_report(
+    session: Session, batch: str, handle: TextIO, cap: int = DEFAULT_CAP
+) -> dict[str, Any]:
     """Writes the report; returns how many documents it shows, of how many, and whether
     the cap cut it."""
     detail = reads.batch_detail(session, batch)
@@ -28,7 +31,9 @@ def write_report(session: Session, batch: str, handle: TextIO, cap: int = DEFAUL
     env = environment()
     head, doc, foot = (env.get_template(f"report_{p}.html") for p in ("head", "doc", "foot"))
     capped = total > cap
-    handle.write(head.render(css=stylesheet(), data=detail, corpus=corpus, cap=cap,
+    # our own stylesheet, with no "</style>" in it: inline as it is (escaped, `>` breaks it)
+    css = Markup(stylesheet())
+    handle.write(head.render(css=css, data=detail, corpus=corpus, cap=cap,
                              capped=capped, total=total))  # fmt: skip
     shown = 0
     for shown, (first, methods) in enumerate(_documents(session, batch), 1):

@@ -84,9 +84,11 @@ class ExplanationOut(BaseModel):
     offsets: list[int] | None
     word_ids: list[int] | None
     scale: float  # the largest |word score|: the colour scale's full strength
+    subword_scale: float  # the largest |token score|: the subword view's full strength
     words: list[Piece]
     subwords: list[Piece]
-    attention: list[list[float]] | None  # layers x tokens ([CLS] row), attention only
+    # layers x tokens ([CLS] row), attention only; None where a weight was not finite
+    attention: list[list[float | None]] | None
     quality: dict[str, float | None] | None
     agreement: dict[str, float | None]
     convergence_delta: float | None

@@ -25,7 +25,8 @@ OPEN_PATHS = ("/healthz",)  # the container's healthcheck asks without credentia
 
 
 class Guard:
-    """ASGI middleware: the headers on every response; Basic auth when ``user`` is set."""
+    """ASGI middleware: the headers on every response, a 500 included; Basic auth when
+    ``user`` is set."""
 
     def __init__(self, app: ASGIApp, user: str | None, password: str | None) -> None:
         self.app = app
@@ -49,7 +50,23 @@ class Guard:
                 (b"content-type", b"text/plain; charset=utf-8")]})  # fmt: skip
             await send({"type": "http.response.body", "body": b"credentials required\n"})
             return
-        await self.app(scope, receive, with_headers)
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await with_headers(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            # Starlette's ServerErrorMiddleware, outside this one, would answer without
+            # the headers: answer here, then let it log the error (it sends nothing more)
+            if not started:
+                await with_headers({"type": "http.response.start", "status": 500, "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8")]})  # fmt: skip
+                await send({"type": "http.response.body", "body": b"internal server error\n"})
+            raise
 
     def _allowed(self, scope: Scope) -> bool:
         header = dict(scope["headers"]).get(b"authorization", b"")

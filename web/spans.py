@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from db.words import SPECIAL_TOKENS, merge_wordpieces
+from db.words import SPECIAL_TOKENS, merge_wordpieces, written_words
 from results.render import AGAINST, TOWARD
 from web.schemas import Piece
 
@@ -19,7 +19,8 @@ LEVELS = 10  # colour steps each way: classes s-10 .. s10 in static/style.css
 def usable(
     text: str, tokens: Sequence[str], offsets: Sequence[int] | None, words: Sequence[int] | None
 ) -> bool:
-    """Whether the row's offsets and word ids fit its tokens and this text."""
+    """Whether the row's offsets and word ids fit its tokens and this text (the subword
+    view cuts the text at the offsets)."""
     if offsets is None or words is None:
         return False
     if len(offsets) != 2 * len(tokens) or len(words) != len(tokens):
@@ -36,26 +37,15 @@ def word_pieces(
     words: Sequence[int] | None,
 ) -> list[Piece]:
     """The text's whitespace-delimited words with summed scores, and the whitespace
-    between (score None); without usable offsets, the ``##``-merged tokens."""
-    if not usable(text, tokens, offsets, words):
-        merged = merge_wordpieces(tokens, scores)
-        out: list[Piece] = []
-        for word, score in merged:
-            out += [Piece(text=word, score=score), Piece(text=" ", score=None)]
-        return out[:-1]
-    spans = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
-    summed = [0.0] * len(spans)
-    for word, score in zip(words or [], scores, strict=True):
-        if word >= 0:
-            summed[word] += score
-    pieces: list[Piece] = []
-    end = spans[0][0] if spans else 0
-    for (start, stop), score in zip(spans, summed, strict=True):
-        if start > end:
-            pieces.append(Piece(text=text[end:start], score=None))
-        pieces.append(Piece(text=text[start:stop], score=score))
-        end = stop
-    return pieces
+    between (score None), cut as the terminal cuts them (``db.words.written_words``);
+    without usable offsets, the ``##``-merged tokens."""
+    written = written_words(text, offsets, words, scores)
+    if written is not None:
+        return [Piece(text=piece, score=score) for piece, score in written]
+    out: list[Piece] = []
+    for word, score in merge_wordpieces(tokens, scores):
+        out += [Piece(text=word, score=score), Piece(text=" ", score=None)]
+    return out[:-1]
 
 
 def subword_pieces(

@@ -71,9 +71,9 @@ def quality_plot(rows: Sequence[QualityOut], metric: str) -> Markup:
     )
 
 
-def attention_map(matrix: Sequence[Sequence[float]], tokens: Sequence[str]) -> Markup:
+def attention_map(matrix: Sequence[Sequence[float | None]], tokens: Sequence[str]) -> Markup:
     """Layers (rows) x tokens (columns): the [CLS] token's attention, each layer shaded
-    against its own largest weight."""
+    against its own largest weight; a weight stored as None (not finite) is a blank cell."""
     cell, left, top = 14, 56, 70
     n = min(len(tokens), max((len(r) for r in matrix), default=0))
     out = []
@@ -84,11 +84,12 @@ def attention_map(matrix: Sequence[Sequence[float]], tokens: Sequence[str]) -> M
     for i, row in enumerate(matrix):
         y = top + cell * i
         out.append(f'<text x="{left - 4}" y="{y + 11}" text-anchor="end">layer {i + 1}</text>')
-        peak = max((abs(v) for v in row[:n]), default=0.0) or 1.0
+        peak = max((abs(v) for v in row[:n] if v is not None), default=0.0) or 1.0
         for j, value in enumerate(row[:n]):
-            step = round(min(abs(value) / peak, 1.0) * LEVELS)
+            step = 0 if value is None else round(min(abs(value) / peak, 1.0) * LEVELS)
             fill = rgb(step) if step else "#ffffff"
-            tip = escape(f"layer {i + 1}, {tokens[j]}: {value:.3g}")
+            shown = "not finite" if value is None else f"{value:.3g}"
+            tip = escape(f"layer {i + 1}, {tokens[j]}: {shown}")
             out.append(f'<rect x="{left + cell * j}" y="{y}" width="{cell}" height="{cell}" '
                        f'fill="{fill}" stroke="#eee"><title>{tip}</title></rect>')  # fmt: skip
     width, height = left + cell * n + 10, top + cell * len(matrix) + 6

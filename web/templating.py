@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 
 from web import spans, svg
 
@@ -16,7 +16,10 @@ def environment() -> Environment:
         loader=PackageLoader("web", "templates"), autoescape=select_autoescape(default=True)
     )
     env.globals.update(level=spans.level, svg=svg)
-    env.filters["num"] = lambda v, f="+.3g": "—" if v is None else format(v, f)
+    # a value not there (a quality not measured: no key at all) shows as one not measured
+    env.filters["num"] = lambda v, f="+.3g": (
+        "—" if v is None or isinstance(v, Undefined) else format(v, f)
+    )
     return env
 
 

@@ -100,6 +100,7 @@ def replay(
     for key, indices in groups.items():
         weights = models[key[0], key[1]]
         classifier, device = load(weights)
+        _same_weights(weights, classifier.sha256)
         for start in range(0, len(indices), ROWS_PER_PASS):
             some = indices[start : start + ROWS_PER_PASS]
             part = [rows[i] for i in some]
@@ -109,7 +110,20 @@ def replay(
                 verdicts[i] = verdict
             if progress:
                 progress(len(part))
+    missing = [rows[i]["id"] for i, verdict in enumerate(verdicts) if verdict is None]
+    if missing:  # every row is in one group: a row without a verdict is a bug here
+        raise RuntimeError(f"replay gave no verdict for rows {missing[:5]}")
     return [v for v in verdicts if v is not None]
+
+
+def _same_weights(weights: Weights, loaded: str) -> None:
+    """The files were hashed before the model was loaded: if they changed in between,
+    the model replaying the rows is neither the one checked nor, maybe, the rows'."""
+    if loaded != weights.now:
+        raise WeightsChanged(
+            f"model at {weights.path} changed while it was loaded: its weights hashed to "
+            f"{weights.now} when checked, to {loaded} when loaded; refused (run it again)"
+        )
 
 
 def _replay_part(

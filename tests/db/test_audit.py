@@ -29,7 +29,7 @@ from db import digest as digest_module
 from db.batches import NewDocument, create_batch
 from db.bundle import verify_script
 from db.digest import EMPTY_ROOT, Merkle, canonical_json, merkle_parent, parse_seal_line
-from db.models import Document, Explanation, Model, Seal, SealRow
+from db.models import Document, Explanation, Model, Seal, SealRow, explanation_values
 from db.ownership import finish
 from db.records import ExplanationRecord, explanation_digest
 from db.session import get_engine, migrate, session_scope
@@ -185,7 +185,7 @@ def test_a_stored_digest_covers_what_the_row_asserts(audited):
             .join(Document).join(Model).where(Explanation.method == "lig")
             .order_by(Explanation.id).limit(1)
         ).one()  # fmt: skip
-        columns = {c.name: getattr(row, c.name) for c in Explanation.__table__.columns}
+        columns = explanation_values(row)
     assert row.digest == explanation_digest(columns, external_id=external_id, text=text_,
                                             model_sha256=sha)  # fmt: skip
     assert row.attributions[3] == pytest.approx(1 / 3) and row.attributions[3] != 1 / 3  # f32
@@ -264,7 +264,7 @@ def test_a_change_that_rewrites_the_digest_too_is_named_against_the_seal(audited
     row_id = audited.row("a", "saliency")
     with session_scope(audited.url) as session:
         row = session.get(Explanation, row_id)
-        columns = {c.name: getattr(row, c.name) for c in Explanation.__table__.columns}
+        columns = explanation_values(row)
     columns["label"] = "negative"
     forged = explanation_digest(columns, external_id="a", text=TEXTS["a"], model_sha256="ab" * 32)
     with audited.intruder() as connection:

@@ -4,6 +4,7 @@ gold label; no page reads by OFFSET."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 
 from contract.settings import get_settings
 from db.batches import NewDocument, create_batch
+from db.listing import decode_cursor, list_page
 from db.models import Document, Status
 from db.records import ExplanationRecord
 from db.session import get_engine, migrate, session_scope
@@ -160,3 +162,54 @@ def test_no_page_is_read_by_offset_and_a_bad_cursor_is_one_line(corpus):
         bad.stderr.strip()
         == "error: --after 'not-a-cursor' is not a cursor printed by results list"
     )
+
+
+def test_paging_without_a_batch_keeps_the_unexplained_of_every_batch(fresh_database_url):
+    """Ordered by confidence over all batches, the documents without an explanation
+    (failed, pending) come by id across batches: none is skipped by the cursor."""
+    url = fresh_database_url
+    migrate(url)
+    with session_scope(url) as session:
+        model = register_model(session, name="tiny", path="/m", sha256="ef" * 32,
+                               labels=["negative", "positive"], info={})  # fmt: skip
+        batches: list[str] = []
+        # batch ids are random: add batches until one sorts before an older one, the
+        # order that lost documents when the rows were sorted by batch, then id
+        while batches == sorted(batches):
+            docs = [NewDocument(f"b{len(batches)}-{i}", i, f"text {i}", {}) for i in range(3)]
+            batch, ids = create_batch(session, source="in.jsonl", model="tiny",
+                                      methods=["lig"], params={}, documents=docs,
+                                      rejections=[])  # fmt: skip
+            batches.append(batch)
+            first, second, _pending = (session.get(Document, doc_id) for doc_id, _ in ids)
+            first.status = Status.DONE
+            second.status = Status.FAILED  # third stays PENDING
+            save_explanations(session, [ExplanationRecord(
+                document_id=first.id, model_id=model, method="lig", params={}, label="positive",
+                confidence=0.9 - len(batches) / 100, probabilities={},
+                tokens=["[CLS]", "t", "[SEP]"], attributions=[0.0, 0.1, 0.0], worker="w",
+                device="cpu",
+            )])  # fmt: skip
+        every = sorted(session.scalars(select(Document.id)))
+    for limit in (1, 2, 3):
+        seen: list[int] = []
+        after = None
+        with session_scope(url) as session:
+            while True:
+                rows, after = list_page(session, order="confidence", limit=limit, after=after)
+                seen += [row.id for row in rows]
+                if after is None:
+                    break
+                assert len(seen) <= len(every)
+        assert sorted(seen) == every and len(seen) == len(set(seen)), limit
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [[1], ["a", None], ["a", None, 2**80], ["a", None, 0], ["a", {"x": 1}, 3],
+     ["a", None, True], ["a", [1], 3], ["c", None, 3], ["a", None, 1.5], 1, "x", None],
+)  # fmt: skip
+def test_a_tampered_cursor_is_a_value_error(cursor):
+    forged = base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode().rstrip("=")
+    with pytest.raises(ValueError, match="is not a cursor printed by results list"):
+        decode_cursor(forged)

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from contract.settings import get_settings
 from db.aggregates import rebuild
-from db.models import Batch, Document, Explanation, Model, Status
+from db.models import Batch, Document, Explanation, Model, RunSettings, Status
 from db.session import get_engine, migrate, session_scope
 from db.words import merge_wordpieces
 from results import render
@@ -80,7 +80,8 @@ def filled(database: str) -> Filled:
         model = Model(
             name="tiny", path="/models/tiny", sha256="ab" * 32, labels=["negative", "positive"]
         )
-        session.add(model)
+        settings = RunSettings(key="k", params={"n_steps": 8}, worker="w@h", device="cpu")
+        session.add_all([model, settings])
         session.flush()
         ids = {}
         for line, (external_id, label, confidence, tokens, scores) in enumerate(DOCS, 1):
@@ -91,10 +92,10 @@ def filled(database: str) -> Filled:
             ids[external_id] = doc.id
             session.add(Explanation(
                 document_id=doc.id, batch_id=main, model_id=model.id, method="lig", params_key="k",
-                params={"n_steps": 8}, label=label, confidence=confidence,
+                settings_id=settings.id, label=label, confidence=confidence,
                 probabilities={label: confidence, "other": 1 - confidence}, tokens=tokens,
                 attributions=scores, convergence_delta=1e-6, relative_gap=1e-5, steps=8,
-                worker="w@h", device="cpu", timings={"attribute": 0.1},
+                timings={"attribute": 0.1},
             ))  # fmt: skip
         session.add_all([
             Document(batch_id=main, external_id="bad", line=8, text="boom", meta={},

@@ -21,6 +21,7 @@ from db.models import Batch, Document, Model, Status
 from db.queries import top_words
 from db.records import ExplanationRecord
 from db.session import migrate, session_scope
+from db.words import written_words
 from db.writes import save_explanations
 from results import render
 from results.cli import app
@@ -142,3 +143,17 @@ def test_results_list_shows_written_top_words(filled):
     rows = {r["external_id"]: r for r in json.loads(run("list", "--json").stdout)}
     assert rows["new"]["top_tokens"][0] == "couldn't"
     assert rows["old"]["top_tokens"][0] == "couldn"
+
+
+def test_written_words_are_the_text_cut_as_the_terminal_and_the_web_show_it():
+    shown = written_words(TEXT, OFFSETS, WORDS, LIG)
+    assert "".join(piece for piece, _ in shown) == TEXT.strip()
+    summed = {}
+    for word, score in zip(WORDS, LIG, strict=True):
+        if word >= 0:
+            summed[word] = summed.get(word, 0.0) + score
+    assert [score for _, score in shown if score is not None] == list(summed.values())
+    # offsets or word ids that are not this row's: None (the merged tokens instead)
+    assert written_words(TEXT, OFFSETS[:-2], WORDS, LIG) is None
+    assert written_words(TEXT, OFFSETS, [*WORDS[:-1], 99], LIG) is None
+    assert written_words(None, OFFSETS, WORDS, LIG) is None

@@ -5,10 +5,13 @@ through the Redis result backend; `results` itself never loads torch."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import pytest
+from safetensors.torch import load_file, save_file
 
+from contract.model_path import weights_sha256
 from tests.processes import BIN
 
 TEXTS = ["a gorgeous, witty, seductive movie.", "the film is strictly routine."]
@@ -49,3 +52,33 @@ def test_a_worker_replays_its_own_rows(system, write):
     assert one.returncode == 0, one.stdout + one.stderr
     assert "(document r1, lig): reproduced" in one.stdout
     assert "1 rows checked: 1 reproduced, 0 failed" in one.stderr
+
+
+@pytest.mark.slow
+def test_a_worker_refuses_changed_weights_in_one_line(system, write, tiny_model, tmp_path):
+    model = shutil.copytree(tiny_model, tmp_path / "copy")  # the worker loads it by path
+    lines = "".join(json.dumps({"id": f"w{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS))
+    summary = system.submit(write("weights.jsonl", lines), "--method", "saliency",
+                            "--model", str(model))  # fmt: skip
+    assert summary["status"]["done"] == len(TEXTS), summary["stderr"]
+    before = weights_sha256(model)
+    tensors = load_file(model / "model.safetensors")
+    save_file({k: v + 0.05 if v.is_floating_point() else v for k, v in tensors.items()},
+              model / "model.safetensors", metadata={"format": "pt"})  # fmt: skip
+    after = weights_sha256(model)
+
+    done = results(system, "verify", "--batch", summary["batch_id"], "--all", "--timeout", "120")
+    assert done.returncode == 1 and done.stdout == "", done.stdout
+    # one line, not the worker's traceback, naming both hashes
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("error: a worker refused: "), done.stderr
+    assert before in done.stderr and after in done.stderr
+
+    # weights that cannot be loaded, replayed anyway: the worker raises; its exception
+    # comes back as one line, not as a traceback
+    (model / "model.safetensors").write_bytes(b"not a safetensors file")
+    done = results(system, "verify", "--batch", summary["batch_id"], "--all",
+                   "--allow-other-weights", "--timeout", "120")  # fmt: skip
+    assert done.returncode == 1 and done.stdout == "", done.stdout
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("error: a worker failed to replay rows "), done.stderr

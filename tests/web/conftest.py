@@ -5,6 +5,7 @@ attention, saliency; vectors, agreements, aggregates) and one hostile batch writ
 
 from __future__ import annotations
 
+import math
 import re
 import socket
 import threading
@@ -84,6 +85,9 @@ def fill_hostile(url: str) -> tuple[str, dict[str, int], int]:
                 words=words, quality={"comprehensiveness": 0.3, "sufficiency": 0.1,
                 "random_comprehensiveness": 0.1, "random_sufficiency": 0.2},
                 execution={"max_tokens": 512, "window_stride": None, "quality": True},
+                # the last text's saliency carries an attention map with a NaN (stored None)
+                extra={"cls_attention": [[0.5, math.nan] + [0.1] * (n - 2), [0.2] * n]}
+                if method == "saliency" and text == HOSTILE_TEXTS[-1] else None,
             ))  # fmt: skip
         records.representations.append(RepresentationRecord(doc_id, model, [1.0, 0.5, doc_id]))
         records.agreements.append(AgreementRecord(doc_id, model, ("lig", "saliency"), -1.0))
@@ -95,6 +99,48 @@ def fill_hostile(url: str) -> tuple[str, dict[str, int], int]:
         claim(session, [doc_id for doc_id, _ in ids], 3, task_id="t-hostile")
         save_chunk(session, records, task_id="t-hostile")
     return batch, by_text, failed_id
+
+
+EXAMPLE = "a gorgeous, witty, seductive movie, though the ending drags"
+# per word of EXAMPLE and method: what an explanation of "positive" might say
+EXAMPLE_SCORES = {
+    "lig": [0.02, 0.91, 0.64, 0.55, 0.12, -0.31, 0.01, -0.22, -0.78],
+    "attention": [0.05, 0.48, 0.39, 0.41, 0.22, 0.14, 0.03, 0.18, 0.27],
+    "saliency": [0.03, 0.72, 0.58, 0.33, 0.09, -0.12, 0.02, -0.15, -0.44],
+}
+
+
+def fill_example(url: str) -> int:
+    """One English sentence (for the README's screenshot), written as a worker writes:
+    three methods, an attention map, a vector; returns the document's id."""
+    with session_scope(url) as session:
+        model = register_model(session, name="minilm-sentiment", path="/models/minilm",
+                               sha256="cd" * 32, labels=["negative", "positive"],
+                               info={"note": "an example"})  # fmt: skip
+        batch, ids = create_batch(session, source="reviews.jsonl", model="minilm-sentiment",
+                                  methods=list(EXAMPLE_SCORES), params={"n_steps": "auto"},
+                                  documents=[NewDocument("review-1", 1, EXAMPLE, {})],
+                                  rejections=[])  # fmt: skip
+    ((doc_id, _),) = ids
+    tokens, offsets, words = whitespace_tokens(EXAMPLE)
+    records = ChunkRecords()
+    for method, scores in EXAMPLE_SCORES.items():
+        attention = [[round(0.05 + 0.1 * abs(v) * (1 + layer % 3), 3) for v in [0, *scores, 0]]
+                     for layer in range(6)]  # fmt: skip
+        records.explanations.append(ExplanationRecord(
+            document_id=doc_id, model_id=model, method=method, params={}, label="positive",
+            confidence=0.87, probabilities={"negative": 0.13, "positive": 0.87},
+            tokens=tokens, attributions=[0.0, *scores, 0.0], worker="gpu-0", device="cuda",
+            batch_id=batch, offsets=offsets, words=words,
+            extra={"cls_attention": attention} if method == "attention" else None,
+        ))  # fmt: skip
+    records.representations.append(RepresentationRecord(doc_id, model, [0.3, 0.9, 0.1]))
+    records.done.append(doc_id)
+    records.texts[doc_id] = EXAMPLE
+    with session_scope(url) as session:
+        claim(session, [doc_id], 3, task_id="t-example")
+        save_chunk(session, records, task_id="t-example")
+    return doc_id
 
 
 def fill(url: str) -> Filled:

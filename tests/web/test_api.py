@@ -9,24 +9,44 @@ import io
 import json
 import math
 import re
+import time
 
 import pytest
+from fastapi import Depends
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 import web.export
 from contract.settings import Settings
+from db import vector_index
+from db.batches import NewDocument, create_batch
 from db.export import export_rows
-from db.session import session_scope
-from tests.web.conftest import HOSTILE_MODEL, HOSTILE_TEXTS, SYNTHETIC_DOCS, Filled
+from db.ownership import claim
+from db.records import ChunkRecords, ExplanationRecord, RepresentationRecord
+from db.session import migrate, session_scope
+from db.writes import register_model, save_chunk
+from tests.web.conftest import (
+    HOSTILE_MODEL,
+    HOSTILE_TEXTS,
+    SYNTHETIC_DOCS,
+    Filled,
+    whitespace_tokens,
+)
+from web import reads
+from web.api import _attachment
 from web.app import create_app
-from web.session import read_session
+from web.session import read_session, session
 
 
 @pytest.fixture(scope="module")
 def client(filled: Filled) -> TestClient:
     return TestClient(create_app(Settings(database_url=filled.url)))
+
+
+def _cursor(parts: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
 
 
 def walk(client: TestClient, **params) -> list[dict]:
@@ -116,6 +136,8 @@ def test_a_document_has_every_method_side_by_side_with_its_provenance(client, fi
         inside = sum(s for s, w in zip(e["attributions"], e["word_ids"], strict=True) if w >= 0)
         assert math.isclose(total, inside, rel_tol=1e-9, abs_tol=1e-9)
         assert e["scale"] == max(abs(p["score"]) for p in e["words"] if p["score"] is not None)
+        assert e["subword_scale"] == max(abs(p["score"]) for p in e["subwords"]
+                                         if p["score"] is not None)  # fmt: skip
         assert set(e["agreement"]) == {"lig", "attention", "saliency"} - {e["method"]}
     attention = doc["explanations"][1]
     assert attention["attention"] == record["extra"]["cls_attention"]
@@ -125,6 +147,28 @@ def test_a_document_has_every_method_side_by_side_with_its_provenance(client, fi
     assert doc_id not in {n["id"] for n in doc["neighbours"]}
     similarities = [n["similarity"] for n in doc["neighbours"]]
     assert similarities == sorted(similarities, reverse=True)
+    # the subword view's legend and colours on the tokens' own scale, not the words'
+    rows = client.get("/api/v1/documents", params={"batch": filled.synthetic[0]}).json()["rows"]
+    for row in rows:
+        lig = client.get(f"/api/v1/documents/{row['id']}").json()["explanations"][0]
+        if lig["subword_scale"] != lig["scale"]:  # the largest word has several tokens
+            break
+    else:
+        pytest.fail("no document whose words and subwords have different scales")
+    subwords = client.get(f"/documents/{row['id']}?view=subwords").text
+    assert f"full strength at |score| {lig['subword_scale']:.3g}" in subwords
+
+
+def test_an_attention_map_with_a_nan_shows_a_blank_cell(client, filled):
+    doc_id = filled.hostile_ids[HOSTILE_TEXTS[-1]]
+    doc = client.get(f"/api/v1/documents/{doc_id}")
+    assert doc.status_code == 200, doc.text
+    saliency = doc.json()["explanations"][1]
+    assert saliency["method"] == "saliency" and saliency["attention"][0][1] is None
+    page = client.get(f"/documents/{doc_id}")
+    assert page.status_code == 200, page.text
+    assert re.search(r'fill="#ffffff" stroke="#eee"><title>layer 1, [^<]*: not finite</title>',
+                     page.text)  # fmt: skip
 
 
 def test_subwords_are_the_tokens_own_characters(client, filled):
@@ -188,9 +232,20 @@ def _escaped(value: str) -> str:
         ("/api/v1/documents/99999999999999", 422), ("/api/v1/corpus?model=nope", 404),
         ("/api/v1/export.csv?batch=nope", 404), ("/static/../db/models.py", 404),
         ("/documents?min_confidence=&label=", 200),  # a form's empty fields: no filter
+        # forged cursors: not a list, an id past 64 bits, a value no order writes, a bool id
+        (f"/api/v1/documents?after={_cursor(1)}", 400),
+        (f"/api/v1/documents?after={_cursor(['a', None, 2**80])}", 400),
+        (f"/api/v1/documents?after={_cursor(['a', {'x': 1}, 3])}", 400),
+        (f"/api/v1/documents?after={_cursor(['a', None, True])}", 400),
+        (f"/api/v1/documents?order=confidence&after={_cursor(['a', 'x', 3])}", 400),
+        (f"/api/v1/documents?order=status&after={_cursor(['a', 'GONE', 3])}", 400),
+        ("/api/v1/documents?" + "&".join(f"where=k{i}=1" for i in range(6)), 400),
+        ("/api/v1/documents?where=k=" + "v" * 200, 400),
+        ("/api/v1/documents?label=nope", 404),
     ],
 )  # fmt: skip
 def test_bad_requests_are_4xx_never_500(client, path, status):
+    """Only the web's own NotFound and BadRequest are 4xx (web.errors)."""
     response = client.get(path)
     assert response.status_code == status, response.text
     if path.startswith("/api/") and status in (400, 404):
@@ -204,6 +259,75 @@ def test_every_response_carries_the_security_headers(client):
         assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
         assert "unsafe-inline" not in csp
         assert headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("error", [RuntimeError, ValueError, LookupError])
+def test_a_server_error_is_a_500_with_the_security_headers(filled, error):
+    """A bug is a 500, whatever its type (no LookupError passes for a 404), and carries
+    the headers of every response."""
+    app = create_app(Settings(database_url=filled.url))
+
+    def broken() -> None:
+        raise error("a bug")
+
+    app.add_api_route("/api/v1/broken", broken)
+    app.add_api_route("/broken", broken)
+    client = TestClient(app, raise_server_exceptions=False)
+    for path in ("/api/v1/broken", "/broken"):
+        response = client.get(path)
+        assert response.status_code == 500
+        assert "a bug" not in response.text
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_read_past_the_time_bound_is_a_503_that_says_so(filled):
+    app = create_app(Settings(database_url=filled.url, web_statement_timeout_ms=50))
+    slow = ("SELECT pg_sleep(2)" if filled.url.startswith("postgresql") else
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c"
+            " WHERE x < 100000000) SELECT count(*) FROM c")  # fmt: skip
+
+    def heavy(db: Session = Depends(session)) -> None:  # as a read that scans far
+        db.execute(text(slow))
+
+    app.add_api_route("/api/v1/heavy", heavy)
+    started = time.monotonic()
+    response = TestClient(app).get("/api/v1/heavy")
+    assert response.status_code == 503, response.text
+    assert "EXPLAINQ_WEB_STATEMENT_TIMEOUT_MS" in response.json()["detail"]
+    assert time.monotonic() - started < 1.5  # stopped at the bound, not at its end
+    assert TestClient(app).get("/api/v1/batches").status_code == 200  # and reads go on
+
+
+def test_an_export_session_is_not_bounded(filled):
+    """The exports read a whole batch on purpose: their sessions run past the bound."""
+    slow = ("SELECT pg_sleep(0.3)" if filled.url.startswith("postgresql") else
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c"
+            " WHERE x < 1000000) SELECT count(*) FROM c")  # fmt: skip
+    started = time.monotonic()
+    with read_session(filled.url, timeout_ms=50, bounded=False) as db:
+        db.execute(text(slow))
+    assert time.monotonic() - started > 0.05  # it did run past the bound
+    with pytest.raises(DBAPIError), read_session(filled.url, timeout_ms=50) as db:
+        db.execute(text(slow))
+
+
+def test_the_web_reads_through_its_own_database_url(filled, tmp_path):
+    """EXPLAINQ_WEB_DATABASE_URL (a read-only role) wins over the writer's URL."""
+    writer = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"
+    app = create_app(Settings(database_url=writer, web_database_url=filled.url))
+    assert TestClient(app).get("/api/v1/batches").status_code == 200
+
+
+def test_healthz_says_nothing_of_the_database(tmp_path):
+    missing = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"
+    response = TestClient(create_app(Settings(database_url=missing))).get("/healthz")
+    assert response.status_code == 503 and response.text == "unavailable\n"
+
+
+def test_an_export_file_name_is_ascii_letters_digits_and_dashes():
+    header = _attachment('ü-1é"\r\n;x', "csv")["content-disposition"]
+    assert header == 'attachment; filename="explainq--1x.csv"'
 
 
 def test_basic_auth_when_credentials_are_set(filled):
@@ -250,3 +374,39 @@ def test_openapi_documents_every_api_route(client):
             "/api/v1/documents/{document_id}", "/api/v1/corpus", "/api/v1/models",
             "/api/v1/export.jsonl", "/api/v1/export.csv"} <= set(paths)  # fmt: skip
     assert not any(not p.startswith("/api/v1/") for p in paths)
+
+
+def test_the_neighbours_guard_asks_about_the_searched_models_vectors(
+    fresh_database_url, monkeypatch
+):
+    """Two models of one name (retrained): the guard counts the vectors of the model of
+    the document's own vector, the one the search reads, not the oldest of the name."""
+    url = fresh_database_url
+    migrate(url)
+    with session_scope(url) as session:
+        register_model(session, name="m", path="/old", sha256="aa" * 32, labels=["n", "p"],
+                       info={})  # fmt: skip
+        newer = register_model(session, name="m", path="/new", sha256="bb" * 32,
+                               labels=["n", "p"], info={})  # fmt: skip
+        docs = [NewDocument(f"d{i}", i, f"text {i}", {}) for i in range(3)]
+        batch, ids = create_batch(session, source="in.jsonl", model="m", methods=["lig"],
+                                  params={}, documents=docs, rejections=[])  # fmt: skip
+    records = ChunkRecords()
+    for doc_id, _ in ids:
+        tokens, offsets, words = whitespace_tokens(f"text {doc_id}")
+        records.explanations.append(ExplanationRecord(
+            document_id=doc_id, model_id=newer, method="lig", params={}, label="p",
+            confidence=0.9, probabilities={"n": 0.1, "p": 0.9}, tokens=tokens,
+            attributions=[0.0] * len(tokens), worker="w", device="cpu", batch_id=batch,
+            offsets=offsets, words=words,
+        ))  # fmt: skip
+        records.representations.append(RepresentationRecord(doc_id, newer, [1.0, doc_id]))
+        records.done.append(doc_id)
+    with session_scope(url) as session:
+        claim(session, [doc_id for doc_id, _ in ids], 3, task_id="t")
+        save_chunk(session, records, task_id="t")
+    monkeypatch.setattr(vector_index, "EXACT_BELOW", 2)  # 3 vectors: "large", no index
+    with read_session(url) as session:
+        detail = reads.document_detail(session, ids[0][0])
+    assert detail.neighbours == []
+    assert detail.neighbours_note == "the model's vectors have no index yet: run `results index`"

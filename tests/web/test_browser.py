@@ -11,7 +11,8 @@ import shutil
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.web.conftest import HOSTILE_TEXTS, IMAGES
+from db.words import SPECIAL_TOKENS
+from tests.web.conftest import HOSTILE_TEXTS, IMAGES, fill_example
 
 pytestmark = pytest.mark.usefixtures("served")
 RGB = re.compile(r"rgba?\((\d+), (\d+), (\d+)")
@@ -70,11 +71,18 @@ def test_filter_and_page_the_documents_table(page: Page, base, served):
     assert confidences == sorted(confidences, reverse=True) and min(confidences) >= 0.6
 
 
-def _colours(page: Page) -> list[tuple[float, int, int, int]]:
-    return page.eval_on_selector_all(
-        ".tok[data-value]",
-        "els => els.map(e => [parseFloat(e.dataset.value), getComputedStyle(e).backgroundColor])",
-    )
+def _expected(doc: dict, explanation: dict, view: str) -> list[float]:
+    """The scores the view's coloured pieces stand for, from the stored attributions
+    alone: per whitespace word the sum of its tokens' (words), or each token's own
+    (subwords; special tokens are not shown)."""
+    scores, tokens = explanation["attributions"], explanation["tokens"]
+    if view == "subwords":
+        return [s for t, s in zip(tokens, scores, strict=True) if t not in SPECIAL_TOKENS]
+    summed = [0.0] * len(doc["text"].split())
+    for word, score in zip(explanation["word_ids"], scores, strict=True):
+        if word >= 0:
+            summed[word] += score
+    return summed
 
 
 @pytest.mark.parametrize("view", ["words", "subwords"])
@@ -82,14 +90,21 @@ def test_each_token_is_coloured_with_the_sign_of_its_score(page: Page, base, ser
     filled = served[1]
     page.goto(f"{base}/documents?batch={filled.synthetic[0]}&limit=1")
     page.locator("#documents tbody a").first.click()
+    doc_id = page.url.rsplit("/", 1)[-1]
+    doc = page.request.get(f"{base}/api/v1/documents/{doc_id}").json()
     page.goto(page.url + f"?view={view}")
     checked = 0
-    for value, colour in _colours(page):
-        r, g, b = map(int, RGB.match(colour).groups())
-        if (r, g, b) == (0, 0, 0) or (r, g, b) == (255, 255, 255):  # unshaded: |score| < 5%
-            continue
-        checked += 1
-        assert (g > r) == (value > 0), (value, colour)  # green toward, red against
+    for explanation in doc["explanations"]:
+        expected = _expected(doc, explanation, view)
+        colours = page.locator(f'section.method[aria-label="{explanation["method"]}"] .tok')
+        colours = colours.evaluate_all("els => els.map(e => getComputedStyle(e).backgroundColor)")
+        assert len(colours) == len(expected)
+        for value, colour in zip(expected, colours, strict=True):
+            r, g, b = map(int, RGB.match(colour).groups())
+            if (r, g, b) == (0, 0, 0) or (r, g, b) == (255, 255, 255):  # unshaded: < 5%
+                continue
+            checked += 1
+            assert (g > r) == (value > 0), (explanation["method"], value, colour)
     assert checked >= 10
 
 
@@ -135,18 +150,19 @@ def test_the_pages_work_by_keyboard(page: Page, base, served):
 
 
 def test_screenshots_for_the_readme(page: Page, base, served, tmp_path):
-    """Taken every run; copied into docs/img where missing or with UPDATE_SCREENSHOTS=1
-    (the batch ids change each run: committed images change only when asked)."""
+    """Taken every run; copied into docs/img only with UPDATE_SCREENSHOTS=1 (a normal
+    run writes nothing into the tree)."""
     filled = served[1]
+    example = fill_example(filled.url)  # its own batch and model: the last test here
     page.set_viewport_size({"width": 1100, "height": 720})
-    page.goto(f"{base}/documents?batch={filled.synthetic[0]}&limit=3")
-    page.locator("#documents tbody a").nth(2).click()
+    page.goto(f"{base}/documents/{example}")
+    expect(page.locator("section.method")).to_have_count(3)
     page.screenshot(path=tmp_path / "web-document.png")
     page.goto(f"{base}/corpus?batch={filled.synthetic[0]}")
     page.screenshot(path=tmp_path / "web-corpus.png")
     for name in ("web-document.png", "web-corpus.png"):
         taken = tmp_path / name
         assert 5_000 < taken.stat().st_size < 400_000  # a page, and small enough to commit
-        if os.environ.get("UPDATE_SCREENSHOTS") == "1" or not (IMAGES / name).exists():
+        if os.environ.get("UPDATE_SCREENSHOTS") == "1":
             IMAGES.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(taken, IMAGES / name)

@@ -21,8 +21,11 @@ from contract.settings import get_settings
 from results.cli import app
 from results.serve_cli import loopback
 from tests.web.conftest import HOSTILE_TEXTS, SYNTHETIC_DOCS, Filled, free_port
+from web.templating import stylesheet
 
 runner = CliRunner()
+CSP_META = ("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+            "style-src 'unsafe-inline'; img-src data:\">")  # fmt: skip
 
 
 @pytest.fixture
@@ -60,7 +63,12 @@ def test_the_report_is_one_offline_file_with_every_document(env, tmp_path, page:
     html = output.read_text()
     assert not re.search(r"https?://", html.replace("=HYPERLINK(&#34;http://x&#34;)", ""))
     assert "<script" not in html and "<link" not in html and " src=" not in html
+    (css,) = re.findall(r"<style>\n(.*?)\n</style>", html, re.S)
+    assert css == stylesheet()  # as written: not HTML-escaped (`details > summary`)
+    assert CSP_META in html.split("<style>")[0]  # the policy before any content
     dialogs: list[str] = []
+    errors: list[str] = []  # a CSP violation says so on the console
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     assert offline(page, output) == []
     documents = page.locator("details.doc")
@@ -70,7 +78,12 @@ def test_the_report_is_one_offline_file_with_every_document(env, tmp_path, page:
     assert shown == HOSTILE_TEXTS
     assert "CUDA <b>boom</b>" in documents.nth(len(HOSTILE_TEXTS)).inner_text()
     assert page.locator("svg.plot").count() == 2 and page.locator("#cap").count() == 0
-    assert dialogs == []
+    assert dialogs == [] and errors == []
+    # the stylesheet applies: a collapsed document's summary is styled as a block
+    assert (
+        page.eval_on_selector("details.doc > summary", "e => getComputedStyle(e).cursor")
+        == "pointer"
+    )
 
 
 def test_a_large_batch_is_capped_and_says_so(env, tmp_path, page: Page):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from db.words import written_words
 from results.render import shade
 from web.spans import LEVELS, level, palette_css, rgb, scale_of, subword_pieces, word_pieces
 
@@ -22,6 +23,8 @@ def test_words_are_the_text_as_written_with_summed_scores():
         ("Don't", 0.625), ("stop,", -1.0), ("ever!", 0.375)
     ]  # fmt: skip
     assert scale_of(pieces) == 1.0
+    # cut as the terminal cuts it: one function (db.words)
+    assert [(p.text, p.score) for p in pieces] == written_words(TEXT, OFFSETS, WORDS, SCORES)
 
 
 def test_subwords_are_each_tokens_characters():

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from db.arrays import pack, unpack
+from db.arrays import Float32Array, Int32Array, pack, unpack
 
 revision: str = "0005"
 down_revision: str | None = "0004"
@@ -121,7 +121,22 @@ def upgrade() -> None:
     _create_aggregates()
     from db.aggregates import rebuild  # the same counting as the workers' writes
 
-    rebuild(op.get_bind())
+    rebuild(op.get_bind(), EXPLANATIONS)
+
+
+# The columns the aggregates count, typed as this migration leaves them.
+EXPLANATIONS = sa.table(
+    "explanations",
+    *(sa.column(name, sa.Integer()) for name in ("id", "document_id", "model_id")),
+    *(sa.column(name, sa.String()) for name in ("method", "label")),
+    sa.column("confidence", sa.Float()),
+    sa.column("tokens", sa.JSON().with_variant(postgresql.JSONB(), "postgresql")),
+    sa.column("attributions", Float32Array()),
+    sa.column("quality", sa.JSON(none_as_null=True).with_variant(
+        postgresql.JSONB(none_as_null=True), "postgresql")),
+    sa.column("offsets", Int32Array()),
+    sa.column("words", Int32Array()),
+)  # fmt: skip
 
 
 def _create_aggregates() -> None:
