@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from uuid import uuid4
 
 import pytest
 from safetensors.torch import load_file, save_file
 
 from contract.model_path import weights_sha256
-from tests.processes import BIN
+from tests.processes import BIN, Deployment
 
 TEXTS = ["a gorgeous, witty, seductive movie.", "the film is strictly routine."]
 
@@ -55,8 +56,14 @@ def test_a_worker_replays_its_own_rows(system, write):
 
 
 @pytest.mark.slow
-def test_a_worker_refuses_changed_weights_in_one_line(system, write, tiny_model, tmp_path):
+def test_a_worker_refuses_changed_weights_in_one_line(system, write, tiny_model, tmp_path, request):
     model = shutil.copytree(tiny_model, tmp_path / "copy")  # the worker loads it by path
+    # A worker serves one model: one for the copy, on a queue prefix of its own (so the
+    # verify tasks, sent to the prefix's shared queue, reach it and not the system's).
+    env = {**system.env, "EXPLAINQ_MODEL": str(model), "EXPLAINQ_QUEUE": f"copy-{uuid4().hex[:8]}"}
+    system = Deployment(env=env, home=tmp_path)
+    system.start_worker(f"copy-{uuid4().hex[:6]}")
+    request.addfinalizer(system.stop)
     lines = "".join(json.dumps({"id": f"w{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS))
     summary = system.submit(write("weights.jsonl", lines), "--method", "saliency",
                             "--model", str(model))  # fmt: skip
