@@ -53,6 +53,20 @@ def choose_rows(
     return ids
 
 
+def row_models(session: Session, ids: Sequence[int]) -> dict[int, str]:
+    """Each row's batch's model spec, as the producer routed its chunks: a verify task
+    goes to the queue of the workers that hold that model."""
+    out: dict[int, str] = {}
+    for start in range(0, len(ids), READ_CHUNK):
+        query = (
+            select(Explanation.id, Batch.model)
+            .join(Batch, Batch.id == Explanation.batch_id)
+            .where(Explanation.id.in_(ids[start : start + READ_CHUNK]))
+        )
+        out.update(session.execute(query).tuples().all())
+    return out
+
+
 def stored_chunks(
     session: Session, ids: Sequence[int], chunk: int = READ_CHUNK
 ) -> Iterator[list[dict[str, Any]]]:

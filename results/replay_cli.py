@@ -37,7 +37,7 @@ def replay_command(
     timeout: float,
 ) -> None:
     from contract.settings import settings_or_exit
-    from db.replay_rows import READ_CHUNK, choose_rows, stored_rows
+    from db.replay_rows import READ_CHUNK, choose_rows, row_models, stored_rows
 
     if doc is None and batch is None:
         raise fail("verify needs a document, --batch B, or --integrity")
@@ -50,6 +50,7 @@ def replay_command(
         _engine_or_exit()  # before anything is read: a missing torch says so at once
     with reading() as session:
         ids = choose_rows(session, doc=doc, batch=batch, sample=sample, method=method)
+        models = {} if local else row_models(session, ids)
     with _progress(len(ids)) as advance:
         if local:  # a chunk of rows read, replayed and let go at a time: memory stays flat
             verdicts = []
@@ -58,7 +59,7 @@ def replay_command(
                     rows = stored_rows(session, ids[start : start + READ_CHUNK])
                 verdicts += _replay_here(rows, settings, allow_other_weights, advance)
         else:
-            verdicts = _replay_on_workers(ids, settings, allow_other_weights, timeout, advance)
+            verdicts = _replay_on_workers(models, settings, allow_other_weights, timeout, advance)
     report(verdicts, as_json)
 
 
@@ -84,27 +85,37 @@ def _replay_here(
 
 
 def _replay_on_workers(
-    ids: list[int], settings: Any, allow: bool, timeout: float, advance: Callable[[int], None]
+    models: dict[int, str],
+    settings: Any,
+    allow: bool,
+    timeout: float,
+    advance: Callable[[int], None],
 ) -> list[dict[str, Any]]:
-    """One verify task per ROWS_PER_TASK rows, sent by name to the workers' queue. After
-    a refusal, a failure or a timeout, the tasks not yet answered are revoked."""
+    """One verify task per ROWS_PER_TASK rows of one model, sent by name to the queue of
+    the workers that hold that model (``queue_for_model``, as the producer routes its
+    chunks). After a refusal, a failure or a timeout, the tasks not yet answered are
+    revoked. Verdicts come back in row order."""
     from celery import Celery
 
-    from contract.tasks import VERIFY_TASK, celery_config
+    from contract.tasks import VERIFY_TASK, celery_config, queue_for_model
 
     app = Celery("explainq-results")
     app.conf.update(celery_config(settings))
-    queue = settings.queue  # the queue of the workers that hold the model
-    parts = [ids[i : i + ROWS_PER_TASK] for i in range(0, len(ids), ROWS_PER_TASK)]
+    by_queue: dict[str, list[int]] = {}
+    for row_id, model in sorted(models.items()):
+        by_queue.setdefault(queue_for_model(model, settings.queue), []).append(row_id)
+    step = ROWS_PER_TASK
+    parts = [(queue, ids[i : i + step]) for queue, ids in by_queue.items()
+             for i in range(0, len(ids), step)]  # fmt: skip
     sent: list[Any] = []
     try:
         # part i is waited for until (i + 1) x timeout after sending at the latest: a
         # worker drops it unrun after that, as after this process is interrupted
-        for index, part in enumerate(parts):
+        for index, (queue, part) in enumerate(parts):
             sent.append(app.send_task(VERIFY_TASK, args=[part, allow], queue=queue,
                                       expires=timeout * (index + 1)))  # fmt: skip
         verdicts: list[dict[str, Any]] = []
-        for done, (part, result) in enumerate(zip(parts, sent, strict=True)):
+        for done, ((queue, part), result) in enumerate(zip(parts, sent, strict=True)):
             try:
                 verdicts += _answer(result, part, queue, timeout)
             except typer.Exit:
@@ -113,7 +124,7 @@ def _replay_on_workers(
             advance(len(part))
     except (OSError, ConnectionError) as error:
         raise fail(f"cannot reach the broker at {settings.broker_url}: {error}") from None
-    return verdicts
+    return sorted(verdicts, key=lambda verdict: verdict["row_id"])
 
 
 def _answer(result: Any, part: list[int], queue: str, timeout: float) -> list[dict[str, Any]]:

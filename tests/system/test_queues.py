@@ -3,7 +3,9 @@ only its model's queue, loads its model once, and writes every row of that model
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 import time
 import uuid
 from collections import Counter
@@ -18,7 +20,7 @@ from db.models import Document, Explanation, Model, Status
 from db.session import migrate, session_scope
 from producer.submit import broker_app
 from tests.conftest import build_tiny_model
-from tests.processes import Deployment, explainq_env
+from tests.processes import BIN, Deployment, explainq_env
 
 pytestmark = pytest.mark.slow
 
@@ -127,3 +129,13 @@ def test_each_worker_serves_only_its_models_queue(fleet, write, tiny_model, othe
         assert f"loaded from {deployment.env['EXPLAINQ_MODEL']}" in log
     first_log = (first.home / f"{names[first.env['EXPLAINQ_MODEL']]}.log").read_text()
     assert f"'forwarded_to': '{queue_for_model(str(other_model), prefix)}'" in first_log
+    # A replay goes where the rows' model is held: each model's batch is verified by
+    # its own worker (the other would refuse, naming the model it holds).
+    for deployment, batch in zip(fleet, batches[1:3], strict=True):
+        done = subprocess.run(
+            [str(BIN / "results"), "verify", "--batch", batch, "--all", "--json",
+             "--timeout", "120"],
+            env=deployment.env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["summary"]["reproduced"] == 6, done.stdout

@@ -58,8 +58,8 @@ def test_a_worker_replays_its_own_rows(system, write):
 @pytest.mark.slow
 def test_a_worker_refuses_changed_weights_in_one_line(system, write, tiny_model, tmp_path, request):
     model = shutil.copytree(tiny_model, tmp_path / "copy")  # the worker loads it by path
-    # A worker serves one model: one for the copy, on a queue prefix of its own (so the
-    # verify tasks, sent to the prefix's shared queue, reach it and not the system's).
+    # A worker serves one model: one for the copy, on a queue prefix of its own (the
+    # verify tasks go to the copy's queue under it, as its chunks do).
     env = {**system.env, "EXPLAINQ_MODEL": str(model), "EXPLAINQ_QUEUE": f"copy-{uuid4().hex[:8]}"}
     system = Deployment(env=env, home=tmp_path)
     system.start_worker(f"copy-{uuid4().hex[:6]}")
