@@ -183,8 +183,10 @@ def test_workers_run_one_task_at_a_time_and_shut_down_warm():
             "migrate": "service_completed_successfully",
             "redis": "service_healthy",
         }
-        assert "./models:/models:ro" in spec["volumes"], name
-        assert default_of(spec["environment"]["EXPLAINQ_MODEL"]).startswith("/models/"), name
+        # the model by name, resolved under $EXPLAINQ_HOME/models of the image
+        assert "./models:/var/lib/explainq/models:ro" in spec["volumes"], name
+        assert "/" not in default_of(spec["environment"]["EXPLAINQ_MODEL"]), name
+        assert "9808/metrics" in " ".join(spec["healthcheck"]["test"]), name
 
 
 def test_worker_flags_are_celery_worker_options():
