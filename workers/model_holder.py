@@ -25,8 +25,9 @@ from db.writes import register_model
 class LoadedModel:
     spec: str
     classifier: object  # workers.engine.Classifier; typed loosely to keep torch lazy
-    model_id: int
+    model_id: int  # in the database it was registered in
     device: str
+    database: str = ""
 
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,11 @@ def get_model(spec: str, settings: Settings, sha256: str | None = None) -> Loade
         )
     with _lock:
         held = getattr(_current.classifier, "sha256", None) if _current else None
-        if _current is None or (sha256 is not None and held != sha256):
+        # A worker's settings never change; a process that serves several in turn (an
+        # embedding application, the tests) gets the model and row of the current ones.
+        stale = _current is None or (_current.spec, _current.database) != (
+            settings.model, settings.sqlalchemy_url)  # fmt: skip
+        if stale or (sha256 is not None and held != sha256):
             _current = None  # free the old weights before loading the new ones
             _current = _load(settings.model, settings)
         return _current
@@ -110,7 +115,8 @@ def _load(spec: str, settings: Settings) -> LoadedModel:
         classifier.name, classifier.path, describe_device(device, classifier.autocast),
         time.perf_counter() - started, classifier.sha256[:12], ", ".join(classifier.labels),
     )  # fmt: skip
-    return LoadedModel(spec=spec, classifier=classifier, model_id=model_id, device=device)
+    return LoadedModel(spec=spec, classifier=classifier, model_id=model_id, device=device,
+                       database=settings.sqlalchemy_url)  # fmt: skip
 
 
 def worker_name(hostname: str | None) -> str:

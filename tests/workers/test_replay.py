@@ -29,6 +29,7 @@ from contract.methods import METHODS
 from contract.model_path import weights_sha256
 from contract.replay import LIG_OTHER_STEPS_COSINE, TOLERANCES, Verdict, compare
 from contract.settings import get_settings
+from contract.tasks import queue_for_model
 from db import replay_rows
 from db.batches import NewDocument, create_batch
 from db.models import Batch, Document, Explanation
@@ -61,8 +62,9 @@ def made(fresh_database_url, tiny_model, tmp_path, monkeypatch) -> Iterator[Made
     change, and `results` pointed at its database."""
     model = Path(shutil.copytree(tiny_model, tmp_path / "model"))
     url = fresh_database_url
+    # the worker's own model (a worker serves one): this copy
     for key, value in {"DATABASE_URL": url, "MAX_TOKENS": "24", "QUALITY": "false",
-                       "MODELS_DIR": str(tmp_path)}.items():  # fmt: skip
+                       "MODEL": str(model)}.items():  # fmt: skip
         monkeypatch.setenv(f"EXPLAINQ_{key}", value)
     get_settings.cache_clear()
     settings = get_settings()
@@ -148,10 +150,14 @@ def test_changed_weights_are_refused_naming_both_hashes(made):
 
 
 @pytest.mark.parametrize("loader", ["local", "held"])
-def test_weights_changed_between_the_check_and_the_load_are_refused(made, loader, tiny_model):
+def test_weights_changed_between_the_check_and_the_load_are_refused(made, loader):
     settings = get_settings()
-    if loader == "held":  # the chunk path left the rows' model held: hold another
-        get_model(str(tiny_model), settings)
+    if loader == "held":  # hold the worker's model loaded from other weights (a worker
+        # serves one model), so that the replay loads it again, from the swapped files
+        original = (made.model / "model.safetensors").read_bytes()
+        _change_weights(made.model)
+        get_model(str(made.model), settings, sha256=weights_sha256(made.model))
+        (made.model / "model.safetensors").write_bytes(original)
     with session_scope(made.url) as session:
         rows = stored_rows(session, choose_rows(session, batch=made.batch, method="saliency"))
     before = weights_sha256(made.model)
@@ -216,9 +222,10 @@ def test_a_row_changed_in_the_database_fails_replay(made):
 def test_verify_tasks_nobody_takes_expire_and_the_wait_ends_in_one_line(
     made, broker_url, monkeypatch
 ):
-    queue = f"nobody-{uuid.uuid4().hex[:8]}"  # no worker listens here
+    prefix = f"nobody-{uuid.uuid4().hex[:8]}"  # no worker listens here
+    queue = queue_for_model(str(made.model), prefix)  # the rows' model's queue
     monkeypatch.setenv("EXPLAINQ_BROKER_URL", broker_url)
-    monkeypatch.setenv("EXPLAINQ_QUEUE", queue)
+    monkeypatch.setenv("EXPLAINQ_QUEUE", prefix)
     get_settings.cache_clear()
     client = redis.Redis.from_url(broker_url)
     try:
