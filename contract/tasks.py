@@ -55,7 +55,11 @@ def chunk_send_options(
     model, methods and size; never texts, which the message does not carry anyway."""
     shown = (f"batch={message.batch_id} model={model_name(model)} methods={','.join(methods)} "
              f"documents={len(message.document_ids)}")  # fmt: skip
-    return {"queue": queue_for_model(model, prefix), "argsrepr": shown, "kwargsrepr": "{}"}
+    # ignore_result: the sender never reads a chunk's result (Flower reads the events).
+    # Sent by name, the task's own setting is unknown here, and with the verify task's
+    # result backend configured Celery would subscribe to every chunk's result.
+    return {"queue": queue_for_model(model, prefix), "argsrepr": shown, "kwargsrepr": "{}",
+            "ignore_result": True}  # fmt: skip
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
