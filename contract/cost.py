@@ -19,10 +19,14 @@ purpose (it sees characters, not tokens) and only compares documents of one batc
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from contract.methods import LIG_LEVELS, SPECS
+
+if TYPE_CHECKING:
+    from contract.settings import Settings
 
 CHARS_PER_TOKEN = 4
 TYPICAL_CHARS = 4 * 126  # a 128-token document: the unit a chunk's budget is counted in
@@ -76,3 +80,13 @@ def document_cost(
         share = 1.0 if quality is True else float(quality)
         passes += share * (QUALITY_PASSES * len(methods) + RANDOM_PASSES)
     return windows(tokens, max_tokens, stride) * width * passes
+
+
+def batch_cost(
+    methods: Sequence[str], params: Mapping[str, Any], settings: Settings
+) -> Callable[[int], float]:
+    """A text's estimated cost (characters -> token-passes) with a batch's methods and
+    parameters under these settings: what the producer and the sweeper chunk by."""
+    stride = params.get("window_stride") or settings.window_stride
+    return partial(document_cost, methods=methods, params=params, quality=settings.quality,
+                   max_tokens=settings.max_tokens, stride=stride)  # fmt: skip

@@ -13,13 +13,13 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, String, and_, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from contract.cost import TYPICAL_CHARS
-from db.models import Document, Status, utcnow
+from db.models import Batch, Document, Status, utcnow
 
 UNFINISHED = (Status.PENDING, Status.RUNNING)
 
@@ -187,11 +187,21 @@ class Resend:
     document_ids: list[int]
 
 
+Pricing = Callable[[list[str], dict[str, Any]], Callable[[int], float]]
+
+
 def hand_over(
-    session: Session, batch_id: str | None, older_than: float, chunk_size: int
+    session: Session,
+    batch_id: str | None,
+    older_than: float,
+    chunk_size: int,
+    pricing: Pricing | None = None,
 ) -> list[Resend]:
     """Hands the documents left PENDING or RUNNING longer than ``older_than`` seconds to
     new tasks, in chunks of similar length; the caller sends each under its task id.
+    ``pricing`` (a batch's methods and parameters -> its documents' cost by characters,
+    ``contract.cost.batch_cost``): chunks are cut by cost as at submit, so a re-sent long
+    document with an expensive method does not hold short ones back either.
 
     Each chunk's new task becomes its documents' owner, so a late copy of the task that
     had them (a redelivery of a message thought lost) skips them. Their staleness clock
@@ -201,9 +211,14 @@ def hand_over(
     by_batch: dict[str, list[tuple[int, int]]] = {}
     for batch, doc_id, length in unfinished(session, batch_id, older_than):
         by_batch.setdefault(batch, []).append((doc_id, length))
+    costs = {}
+    if pricing is not None and by_batch:
+        found = select(Batch.id, Batch.methods, Batch.params).where(Batch.id.in_(list(by_batch)))
+        costs = {b: pricing(list(methods), dict(params or {}))
+                 for b, methods, params in session.execute(found)}  # fmt: skip
     resends = []
     for batch, lengths in by_batch.items():
-        for chunk in length_chunks(lengths, chunk_size):
+        for chunk in length_chunks(lengths, chunk_size, costs.get(batch)):
             task_id = str(uuid.uuid4())
             # Still stale (on SQLite, which cannot lock the query's rows): a document
             # claimed since then stays with its runner and out of the chunk.

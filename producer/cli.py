@@ -283,6 +283,7 @@ def resume_command(
 
     Exit status: 0 sent, or nothing to send; 5 the broker could not be reached.
     """
+    from contract.cost import batch_cost
     from db.batches import batch_routes
     from db.ownership import hand_over
     from db.session import session_scope
@@ -297,7 +298,8 @@ def resume_command(
     except Exception as error:
         raise _error(f"broker unreachable, nothing re-sent: {error}", EXIT_UNFINISHED) from None
     with _database(), session_scope(settings.sqlalchemy_url) as session:
-        resends = hand_over(session, batch, age, settings.chunk_size)
+        pricing = partial(batch_cost, settings=settings)
+        resends = hand_over(session, batch, age, settings.chunk_size, pricing)
         found = batch_routes(session, {chunk.batch_id for chunk in resends})
     routes = {b: Route(model, methods, settings.queue) for b, (model, methods) in found.items()}
     try:

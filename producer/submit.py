@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
 
-from contract.cost import TYPICAL_CHARS, document_cost, estimated_tokens
+from contract.cost import TYPICAL_CHARS, batch_cost, estimated_tokens
 from contract.methods import split_methods
 from contract.model_path import resolve_model, weights_sha256
 from contract.settings import Settings
@@ -163,15 +162,6 @@ def submit(
     except Exception as error:  # the broker is down or refuses us; the database has it all
         raise NotSent(registered, error) from error
     return replace(registered, chunks=chunks)
-
-
-def batch_cost(
-    methods: Sequence[str], params: dict[str, Any], settings: Settings
-) -> Callable[[int], float]:
-    """A text's estimated cost (characters -> token-passes) with this batch's methods."""
-    stride = params.get("window_stride") or settings.window_stride
-    return partial(document_cost, methods=methods, params=params, quality=settings.quality,
-                   max_tokens=settings.max_tokens, stride=stride)  # fmt: skip
 
 
 class CostTally:

@@ -9,12 +9,14 @@ row for the rest.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 from celery import Task
 from celery.signals import worker_process_init
 from sqlalchemy.exc import OperationalError
 
+from contract.cost import batch_cost
 from contract.settings import get_settings
 from contract.tasks import (
     EXPLAIN_TASK,
@@ -115,7 +117,8 @@ def sweep() -> int:
     Each delivery counts an attempt, so a document cannot be re-sent forever."""
     settings = get_settings()
     with session_scope(settings.sqlalchemy_url) as session:
-        resends = hand_over(session, None, settings.stale_after, settings.chunk_size)
+        resends = hand_over(session, None, settings.stale_after, settings.chunk_size,
+                             partial(batch_cost, settings=settings))  # fmt: skip
         routes = batch_routes(session, {resend.batch_id for resend in resends})
     for resend in resends:
         message = ChunkMessage(resend.batch_id, resend.document_ids)

@@ -7,10 +7,13 @@ import math
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import pytest
 from sqlalchemy import func, select, update
 
+from contract.cost import batch_cost
+from contract.settings import Settings
 from db.models import Agreement, Batch, Document, Explanation, Representation, Status
 from db.ownership import claim, fail, finish, hand_over, owned_running
 from db.records import AgreementRecord, ExplanationRecord, RepresentationRecord
@@ -156,6 +159,29 @@ def test_a_running_document_is_run_only_by_the_task_that_owns_it(ids):
         assert [d.attempts for d in claim(session, [doc], 3, task_id=resend.task_id)] == [3]
         document = session.get(Document, doc)
         assert (document.status.value, document.task_id) == ("RUNNING", resend.task_id)
+
+
+def test_the_sweeper_cuts_re_sent_chunks_by_cost_as_submit_does(fresh_database_url):
+    """A stale long document of an occlusion batch is re-sent in a chunk of its own; by
+    count alone (no pricing) it would hold the short ones back again."""
+    migrate(fresh_database_url)
+    with session_scope(fresh_database_url) as session:
+        batch = Batch(id=str(uuid.uuid4()), source="s", model="m", methods=["occlusion"],
+                      params={})  # fmt: skip
+        texts = ["a short review"] * 10 + ["word " * 1_500]
+        docs = [Document(batch_id=batch.id, external_id=str(i), line=i, text=t, meta={})
+                for i, t in enumerate(texts)]  # fmt: skip
+        session.add_all([batch, *docs])
+        session.flush()
+        long_id = docs[-1].id
+    pricing = partial(batch_cost, settings=Settings(_env_file=None))
+    with session_scope(fresh_database_url) as session:
+        chunks = [r.document_ids for r in hand_over(session, None, 0, 16, pricing)]
+    with session_scope(fresh_database_url) as session:  # the same, still stale, by count
+        by_count = [r.document_ids for r in hand_over(session, None, 0, 16)]
+    assert [long_id] in chunks
+    assert sorted(i for chunk in chunks for i in chunk) == sorted(d.id for d in docs)
+    assert len(by_count) == 1 and long_id in by_count[0]
 
 
 def test_of_two_tasks_claiming_the_same_documents_at_once_one_gets_each(fresh_database_url):
