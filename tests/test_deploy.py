@@ -26,7 +26,7 @@ COMPOSE = yaml.safe_load(COMPOSE_TEXT)  # PyYAML resolves the x-* anchors and `<
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 # The services built from this repository's Dockerfile run the app; the rest are images.
 APP_SERVICES = sorted(name for name, s in SERVICES.items() if "build" in s)
-WORKERS = sorted(name for name in SERVICES if name.startswith("worker-"))
+WORKERS = sorted(name for name in SERVICES if name.startswith("worker"))
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 SECRETS = ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "FLOWER_USER", "FLOWER_PASSWORD", "WEB_USER",
            "WEB_PASSWORD")  # fmt: skip
@@ -151,31 +151,39 @@ def test_redis_and_postgres_have_healthchecks_volumes_and_restart():
 # --- workers -------------------------------------------------------------------------------
 
 
-def test_each_worker_reserves_one_gpu_of_its_own():
-    assert len(WORKERS) >= 2
-    host_gpus = []
-    for name in WORKERS:
-        spec = SERVICES[name]
-        (device,) = spec["deploy"]["resources"]["reservations"]["devices"]
-        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"], name
-        assert "count" not in device, f"{name}: device_ids, not a count"
-        (gpu,) = device["device_ids"]
-        host_gpus.append(gpu)
-        # The container sees only its reserved GPU, always as device 0, whatever the
-        # host index: CUDA_VISIBLE_DEVICES=<host index> would hide it (CPU fallback).
-        assert spec["environment"]["CUDA_VISIBLE_DEVICES"] == "0", name
-        assert name == f"worker-gpu{gpu}"
-        assert f"--hostname=gpu{gpu}@%h" in argv(name)
-    assert len(set(host_gpus)) == len(host_gpus), f"two workers share a GPU: {host_gpus}"
+def test_one_service_starts_a_pinned_worker_per_gpu_through_the_launcher():
+    """No block per GPU: the launcher starts one worker per GPU the container sees (all
+    of the host's: their indices are the host's, so WORKER_GPUS=0,2 means host GPUs 0
+    and 2) and pins each with CUDA_VISIBLE_DEVICES itself."""
+    assert WORKERS == ["workers"]
+    spec = SERVICES["workers"]
+    (device,) = spec["deploy"]["resources"]["reservations"]["devices"]
+    assert device == {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}
+    # set here, it would override the launcher's view of the GPUs: one worker for all
+    assert "CUDA_VISIBLE_DEVICES" not in spec["environment"]
+    words = argv("workers")
+    assert words[:5] == ["python", "-m", "workers.launch", "--gpus", "${WORKER_GPUS:-all}"]
+    assert words[5] == "--"
 
 
-def test_workers_run_one_task_at_a_time_and_shut_down_warm():
+def test_the_launcher_in_the_service_runs_one_task_at_a_time_per_gpu(monkeypatch):
+    """What the service's command starts on a two-GPU host: `--dry-run` plans it."""
+    from workers.launch import plan
+
+    monkeypatch.setenv("EXPLAINQ_METRICS_PORT", "9808")
+    celery_args = argv("workers")[6:]
+    plans = plan(["0", "1"], "minilm-sentiment", "%h", celery_args, metrics_dir="/tmp/m")
+    assert [p.env["CUDA_VISIBLE_DEVICES"] for p in plans] == ["0", "1"]
+    for item in plans:
+        assert item.argv[1:5] == ["-m", "celery", "-A", "workers"] and "worker" in item.argv
+        assert "--concurrency=1" in item.argv and "--events" in item.argv
+        assert "EXPLAINQ_METRICS_PORT" not in item.env  # the launcher serves them all
+
+
+def test_workers_restart_and_shut_down_warm():
     timeout = int(default_of(SERVICES[WORKERS[0]]["environment"]["EXPLAINQ_VISIBILITY_TIMEOUT"]))
     for name in WORKERS:
         spec = SERVICES[name]
-        words = argv(name)
-        assert words[:4] == ["celery", "-A", "workers", "worker"], name
-        assert "--concurrency=1" in words and "-E" in words, name
         assert spec["restart"] == "unless-stopped", name
         grace = seconds(spec["stop_grace_period"])
         assert 600 <= grace < timeout, f"{name}: stop_grace_period {grace}s"
@@ -194,7 +202,7 @@ def test_worker_flags_are_celery_worker_options():
 
     known = {opt for param in worker.params for opt in param.opts}
     for name in WORKERS:
-        for word in argv(name)[4:]:
+        for word in argv(name)[6:]:
             assert word.split("=", 1)[0] in known, f"{name}: unknown celery option {word}"
 
 

@@ -7,7 +7,9 @@ none is visible) it starts one CPU worker. SIGTERM, SIGINT and SIGQUIT are forwa
 every worker (SIGTERM: Celery's warm shutdown, the task in hand finishes first). When
 one worker exits on its own, the others are stopped too and the launcher exits with
 its status, so that whatever supervises the launcher (systemd, compose) restarts the
-set. With EXPLAINQ_METRICS_PORT=P the workers serve metrics on P, P+1, ...
+set. With EXPLAINQ_METRICS_PORT=P the launcher serves the metrics of all its workers on
+P, added up (one multiprocess directory for the set, emptied at start, removed at
+exit): one scrape target per host however many GPUs it has.
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
-from contract.settings import settings_or_exit
-from contract.tasks import model_name
+from contract.settings import Settings, settings_or_exit
+from contract.tasks import model_name, queue_for_model
+from workers import metrics
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
@@ -63,20 +69,22 @@ def parse_gpus(spec: str) -> list[str]:
     return gpus
 
 
-def plan(gpus: list[str], model: str, host: str, extra: list[str]) -> list[Plan]:
-    """The workers to start, with their environments; ``extra`` goes to each celery."""
-    settings = settings_or_exit()
-    base = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+def plan(
+    gpus: list[str], model: str, host: str, extra: list[str], metrics_dir: str | None = None
+) -> list[Plan]:
+    """The workers to start, with their environments; ``extra`` goes to each celery.
+    ``metrics_dir``: they record there, and serve nothing themselves."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("PROMETHEUS_MULTIPROC_DIR", "EXPLAINQ_METRICS_PORT")}  # fmt: skip
     base["EXPLAINQ_MODEL"] = model
-    port = settings.metrics_port
+    if metrics_dir is not None:
+        base |= metrics.recording_env(metrics_dir)
     plans = []
-    for i, gpu in enumerate(gpus or [None]):
+    for gpu in gpus or [None]:
         name = f"{model_name(model)}-{'cpu' if gpu is None else f'gpu{gpu}'}@{host}"
         env = dict(base)
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
-        if port is not None:  # one port per worker; each its own multiprocess directory
-            env["EXPLAINQ_METRICS_PORT"] = str(port + i)
         argv = [sys.executable, "-m", "celery", "-A", "workers", "worker", "--concurrency=1",
                 "--events", f"--hostname={name}", "--loglevel=INFO", *extra]  # fmt: skip
         plans.append(Plan(name, gpu, env, argv))
@@ -84,8 +92,8 @@ def plan(gpus: list[str], model: str, host: str, extra: list[str]) -> list[Plan]
 
 
 def describe(item: Plan) -> str:
-    shown = {k: item.env[k] for k in ("CUDA_VISIBLE_DEVICES", "EXPLAINQ_MODEL",
-                                      "EXPLAINQ_METRICS_PORT") if k in item.env}  # fmt: skip
+    shown = {k: item.env[k] for k in ("CUDA_VISIBLE_DEVICES", "EXPLAINQ_MODEL")
+             if k in item.env}  # fmt: skip
     return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in shown.items()),
                      *map(shlex.quote, item.argv)])  # fmt: skip
 
@@ -135,10 +143,29 @@ def main(args: list[str] | None = None) -> int:
     gpus = parse_gpus(options.gpus)
     if options.gpus == "all" and not gpus:
         print("launch: no GPU visible: one CPU worker", file=sys.stderr)
-    plans = plan(gpus, options.model or settings_or_exit().model, options.host, extra)
-    for item in plans:
-        print(f"launch: {describe(item)}", file=sys.stderr, flush=True)
-    return 0 if options.dry_run else run(plans)
+    settings = settings_or_exit()
+    model = options.model or settings.model
+    with metrics_served(settings, model, options.dry_run) as directory:
+        plans = plan(gpus, model, options.host, extra, directory)
+        for item in plans:
+            print(f"launch: {describe(item)}", file=sys.stderr, flush=True)
+        return 0 if options.dry_run else run(plans)
+
+
+@contextmanager
+def metrics_served(settings: Settings, model: str, dry_run: bool) -> Iterator[str | None]:
+    """With EXPLAINQ_METRICS_PORT: a fresh multiprocess directory for the workers, served
+    on that port (their value files added up, and the depth of the model's queue)."""
+    if settings.metrics_port is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="explainq-metrics-") as directory:
+        if not dry_run:
+            queues = [queue_for_model(model, settings.queue), settings.queue]
+            metrics.serve(settings, directory, queues)
+            print(f"launch: metrics of every worker on http://{settings.metrics_host}:"
+                  f"{settings.metrics_port}/metrics", file=sys.stderr, flush=True)  # fmt: skip
+        yield directory
 
 
 def _split(args: list[str] | None) -> tuple[list[str], str, list[str]]:

@@ -53,8 +53,19 @@ def start(settings: Settings, queues: list[str]) -> None:
     else:
         directory = tempfile.mkdtemp(prefix="explainq-metrics-")
         os.environ[_OWNED_DIR] = directory
-    os.environ[MULTIPROC_ENV] = directory
-    os.environ[_ON] = "1"  # inherited by the pool's children
+    os.environ.update(recording_env(directory))  # inherited by the pool's children
+    serve(settings, directory, queues)
+
+
+def recording_env(directory: str) -> dict[str, str]:
+    """What a process needs in its environment to record into ``directory``: the
+    worker's pool children, or the workers a launcher serves together."""
+    return {MULTIPROC_ENV: directory, _ON: "1"}
+
+
+def serve(settings: Settings, directory: str, queues: list[str]) -> None:
+    """Serves ``/metrics`` on EXPLAINQ_METRICS_HOST:EXPLAINQ_METRICS_PORT in a thread: the
+    value files under ``directory`` added up, and the depth of ``queues``."""
     from prometheus_client import CollectorRegistry, start_http_server, values
     from prometheus_client.multiprocess import MultiProcessCollector
 

@@ -15,8 +15,10 @@ from sqlalchemy import select
 
 from db.models import Explanation
 from db.session import migrate, session_scope
+from producer.embedded_redis import free_port
 from producer.submit import broker_app
 from tests.processes import Deployment, explainq_env
+from tests.system.test_metrics import scrape
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +67,7 @@ def test_the_launcher_starts_names_and_stops_a_cpu_worker(deployment, write, tin
         summary = deployment.submit(write("l.txt", "one\ntwo\nthree\n"))
         assert summary["status"]["done"] == 3
         with session_scope(deployment.url) as session:
-            workers = set(session.scalars(select(Explanation.worker)))
+            workers = set(session.scalars(select(Explanation.worker).select_from(Explanation)))
         assert len(workers) == 1 and workers.pop().startswith(f"{name} pid ")
     finally:
         process.send_signal(signal.SIGTERM)  # forwarded: Celery's warm shutdown
@@ -75,13 +77,27 @@ def test_the_launcher_starts_names_and_stops_a_cpu_worker(deployment, write, tin
     assert f"worker {name} stopped, status 0" in shown(deployment)
 
 
-def test_one_pinned_worker_per_gpu_and_one_dying_stops_the_set(deployment, tiny_model):
+def test_one_pinned_worker_per_gpu_and_one_dying_stops_the_set(deployment, write, tiny_model):
     """On this CPU machine, `--gpus 0,1` still starts two workers (each finds no GPU
-    and runs on the CPU): their names and CUDA_VISIBLE_DEVICES are what a GPU host gets."""
+    and runs on the CPU): their names and CUDA_VISIBLE_DEVICES are what a GPU host gets.
+    The launcher serves the metrics of both on one port: their documents added up."""
+    port = free_port()
+    deployment.env |= {"EXPLAINQ_METRICS_PORT": str(port), "EXPLAINQ_CHUNK_SIZE": "1"}
     process = launch(deployment, "--gpus", "0,1")
     names = [f"{tiny_model.name}-gpu{gpu}@localhost" for gpu in (0, 1)]
     try:
         stats = answering(deployment, names, process)
+        summary = deployment.submit(write("l.txt", "".join(f"review {i}\n" for i in range(8))))
+        assert summary["status"]["done"] == 8, summary
+        with session_scope(deployment.url) as session:
+            rows = list(session.scalars(select(Explanation.worker).select_from(Explanation)))
+        assert {row.split(" pid ")[0] for row in rows} == set(names)  # both took chunks
+        counted = sum(
+            value
+            for (name, labels), value in scrape(port).items()
+            if name == "explainq_documents_total" and ("status", "done") in labels
+        )
+        assert counted == len(rows)  # one per document and method, from both workers
         os.kill(stats[names[0]]["pid"], signal.SIGKILL)  # the first worker's main process
         assert process.wait(timeout=60) != 0  # and the second was stopped with it
         assert not broker_app(deployment.settings).control.ping(destination=names, timeout=1)
