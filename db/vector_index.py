@@ -85,8 +85,35 @@ class Index(NamedTuple):
 # --- reading and writing the index ----------------------------------------------------
 
 
+# Centroids read per (database, model), kept while the index is the same: a long-lived
+# reader (the web app) reads a few hundred bytes per query instead of every centroid.
+_LOADED: dict[tuple[str, int], tuple[tuple[Any, ...], Index]] = {}
+_LOADED_MAX = 16
+
+
 def load(session: Session, model_id: int) -> Index | None:
-    """The model's centroids, or None when it has no index."""
+    """The model's centroids, or None when it has no index. Cached per database and
+    model under the index's stamp (its row count, highest id and newest row: a rebuild
+    writes new rows, so the stamp changes), which one small query reads each time."""
+    stamp = tuple(session.execute(
+        select(func.count(), func.max(VectorList.id), func.max(VectorList.created_at))
+        .where(VectorList.model_id == model_id)
+    ).one())  # fmt: skip
+    if not stamp[0]:
+        return None
+    key = (session.get_bind().url.render_as_string(hide_password=False), model_id)
+    cached = _LOADED.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    index = _read(session, model_id)
+    if index is not None:
+        if len(_LOADED) >= _LOADED_MAX:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = (stamp, index)
+    return index
+
+
+def _read(session: Session, model_id: int) -> Index | None:
     rows = fetch(
         session,
         select(VectorList.list_id, type_coerce(VectorList.__table__.c.centroid, LargeBinary))

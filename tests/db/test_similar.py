@@ -236,6 +236,26 @@ def test_training_is_seeded_and_a_rebuild_moves_nothing(corpus):
     assert again["changed"] == 0
 
 
+def test_a_reader_sees_a_rebuilt_index_not_its_cached_centroids(corpus):
+    """``load`` keeps centroids per database and model; a rebuild (here with other
+    lists, as another process would) is read afresh, and an unchanged index is not."""
+    with session_scope(corpus.url) as session:
+        before = vector_index.load(session, corpus.model_id)
+        assert vector_index.load(session, corpus.model_id) is before  # from the cache
+    try:
+        with session_scope(corpus.url) as session:
+            vector_index.build(session, corpus.model_id, lists=before.lists // 2)
+        with session_scope(corpus.url) as session:
+            after = vector_index.load(session, corpus.model_id)
+        assert after.lists == before.lists // 2
+    finally:  # the module's corpus as it was
+        with session_scope(corpus.url) as session:
+            vector_index.build(session, corpus.model_id)
+    with session_scope(corpus.url) as session:
+        restored = vector_index.load(session, corpus.model_id)
+    assert restored.lists == before.lists and np.array_equal(restored.centroids, before.centroids)
+
+
 def test_vectors_are_read_as_bytes(tmp_path: Path):
     rows = np.arange(12, dtype="<f4").reshape(3, 4)
     matrix, kept = kmeans.as_matrix([r.tobytes() for r in rows] + [b"\0" * 8])
