@@ -97,9 +97,9 @@ def test_the_periodic_sweeper_sends_documents_that_were_never_enqueued(deploymen
     assert counts["duplicate_rows"] == 0 and counts["failed"] == 0
 
 
-# One chunk of SLOW long documents at 1024 fixed steps: it runs for tens of seconds, many
-# times EXPLAINQ_STALE_AFTER, on a quiet 2-core machine (and under load, for minutes).
-SLOW = 16
+# One chunk of SLOW long documents at 1024 fixed steps: about 9 s each on a 2-core
+# machine (16 took 140 s in CI), so the chunk runs many times EXPLAINQ_STALE_AFTER.
+SLOW = 4
 
 
 def test_the_sweeper_leaves_a_chunk_that_is_still_running_alone(deployment, write):
