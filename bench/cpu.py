@@ -45,9 +45,9 @@ def tree_seconds(pids: Iterable[int]) -> float:
 
 class ServerCPU:
     """The PostgreSQL server's CPU over a window: ``start()``, ``sample()`` as often as
-    convenient, ``stop()``; then ``ours`` (backends of ``database``, autovacuum on it
-    included), ``others`` (other databases' backends), ``shared`` (the background
-    processes: WAL writer, checkpointer, background writer, launchers) and ``total``
+    convenient, ``stop()``; then ``ours`` (backends of ``database``), ``others`` (other
+    databases' backends), ``shared`` (the background processes: WAL writer, checkpointer,
+    background writer, autovacuum, launchers; the postmaster itself) and ``total``
     (every postgres process, reaped ones included). ``exclude`` leaves out backends by
     pid (the bench's own polling connection)."""
 
@@ -55,6 +55,7 @@ class ServerCPU:
         self.database, self.exclude = database, set(exclude)
         self.first: dict[int, float] = {}
         self.last: dict[int, tuple[str, float]] = {}
+        self.kinds: dict[int, str] = {}  # a process's kind never changes: read its cmdline once
         self.ours = self.others = self.shared = self.total = 0.0
 
     def _processes(self) -> list[psutil.Process]:
@@ -62,18 +63,21 @@ class ServerCPU:
 
     def _kind(self, process: psutil.Process) -> str:
         words = " ".join(process.cmdline()).split()
-        if not words or words[0] != "postgres:":
-            return "root"  # the postmaster: /usr/lib/postgresql/N/bin/postgres -D ...
-        if self.database in words:
-            return "ours"  # "postgres: 15/main: user DB host(port) state", autovacuum's too
-        if any(CLIENT.search(word) for word in words):
-            return "others"
-        return "shared"
+        if words and words[0] == "postgres:":  # "postgres: 15/main: user DB host(port) state"
+            if self.database in words:
+                return "ours"
+            return "others" if any(CLIENT.search(word) for word in words) else "shared"
+        if psutil.Process(process.ppid()).name() == "postgres":
+            return "new"  # just forked, still titled as the postmaster: known next time
+        return "root"  # the postmaster: /usr/lib/postgresql/N/bin/postgres -D ...
 
     def sample(self) -> None:
         for process in self._processes():
             try:
-                kind = self._kind(process)
+                kind = self.kinds.get(process.pid) or self._kind(process)
+                if kind == "new":
+                    continue
+                self.kinds[process.pid] = kind
                 if kind == "root":  # its children's time is the reaped backends': not its own
                     times = process.cpu_times()
                     seconds = times.user + times.system

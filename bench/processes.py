@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
@@ -82,13 +83,21 @@ class Workers:
             process.wait()
 
 
-def run_producer(env: dict[str, str], path: Path, method: str) -> tuple[str, int, float]:
-    """``producer submit PATH --json``: the batch id, documents accepted, CPU seconds."""
+def run_producer(
+    env: dict[str, str], path: Path, method: str, tick: Callable[[], None] = lambda: None
+) -> tuple[str, int, float]:
+    """``producer submit PATH --json``: the batch id, documents accepted and the process's
+    CPU seconds; ``tick`` is called every 0.1 s while it runs."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         argv = [sys.executable, "-c", RUN_PRODUCER, "submit", str(path), "--method", method,
                 "--json"]  # fmt: skip
         child = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(child.pid, 0)  # its own rusage, not the workers'
+        while True:  # its own rusage as it is reaped, not the workers'
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            tick()
+            time.sleep(0.1)
         child.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
