@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ceiling.py [--documents 5000] [--workers 1,2,4] [--url URL]
         [--broker redis://127.0.0.1:6379/8] [--method saliency] [--chunk-size 16]
-        [--gpu-rate 59.7,82.6] [--profile FILE]
+        [--gpu-rate 59.7,82.6] [--profile FILE] [--fresh]
 
 A random one-layer BERT (hidden 32, MiniLM's tokenizer, on the CPU, one thread), so that
 what is measured is everything but the model: for each worker count, that many real
@@ -22,12 +22,14 @@ time, ``predict`` and the method, measured afterwards in this process on the sam
 documents on one thread: ``bench.cheap_model``; the rows' own wall-clock figure beside
 it, which contention for the CPU inflates), PostgreSQL (this database's backends; the
 shared background processes; the whole server, other databases' load included) and Redis
-(the server process, whatever else uses it). The database (``--url``) is created when
-missing and migrated; the broker's Redis database is flushed first. Prints a table and
-the ceiling at each ``--gpu-rate`` (documents/s of one GPU worker's model work; default:
-issue 4's BERT-base engine at 50 steps on an H100, fp32 and bf16) from the last worker
-count, and writes bench/results/ceiling-<date>.json. ``--profile FILE`` adds one run of a
-solo-pool worker under a CPU-time cProfile over the timed batch (not in the table).
+(the server process, whatever else uses it); and how often this database's active
+backends were seen waiting on a lock (pg_stat_activity, sampled). The database
+(``--url``) is created when missing (``--fresh``: dropped first) and migrated; the
+broker's Redis database is flushed first. Prints a table and the ceiling at each
+``--gpu-rate`` (documents/s of one GPU worker's model work; default: issue 4's BERT-base
+engine at 50 steps on an H100, fp32 and bf16) from the last worker count, and writes
+bench/results/ceiling-<date>.json. ``--profile FILE`` adds one run of a solo-pool worker
+under a CPU-time cProfile over the timed batch (not in the table).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class Row:
     postgres_shared_ms: float  # background processes (WAL writer, checkpointer, ...)
     postgres_server_ms: float  # every postgres process: other databases' load included
     redis_ms: float
+    lock_waits: float  # share of this database's active backends seen waiting on a lock
     failed: int
     load_average: float
 
@@ -154,6 +157,26 @@ def redis_process(broker: str) -> psutil.Process:
     return psutil.Process(pid)
 
 
+class LockWaits:
+    """Samples of pg_stat_activity: how often this database's active backends (not the
+    caller's) wait on a lock, such as concurrent upserts of the same aggregate rows."""
+
+    QUERY = ("SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'), count(*) "
+             "FROM pg_stat_activity WHERE datname = %s AND state = 'active' "
+             "AND pid <> pg_backend_pid()")  # fmt: skip
+
+    def __init__(self, poll: psycopg.Connection, database: str) -> None:
+        self.poll, self.database, self.waiting, self.active = poll, database, 0, 0
+
+    def sample(self) -> None:
+        waiting, active = self.poll.execute(self.QUERY, [self.database]).fetchone()
+        self.waiting, self.active = self.waiting + waiting, self.active + active
+
+    @property
+    def share(self) -> float:
+        return self.waiting / self.active if self.active else 0.0
+
+
 @dataclass(frozen=True)
 class Setup:
     """What every run shares."""
@@ -186,8 +209,14 @@ def measure(count: int, run: Setup, profile: Path | None = None) -> Row:
             before = tree_seconds(workers.pids), tree_seconds([redis.pid])
             server.start()
             started = time.perf_counter()
-            batch, accepted, producer = run_producer(env, path, method)
-            failed = wait_done(poll, batch, accepted, run.timeout, server.sample)
+            waits = LockWaits(poll, make_url(url).database or "")
+
+            def tick() -> None:
+                server.sample()
+                waits.sample()
+
+            batch, accepted, producer = run_producer(env, path, method, tick)
+            failed = wait_done(poll, batch, accepted, run.timeout, tick)
             seconds = time.perf_counter() - started
             server.stop()
             worker = tree_seconds(workers.pids) - before[0]
@@ -203,7 +232,7 @@ def measure(count: int, run: Setup, profile: Path | None = None) -> Row:
               model * ms, wall * ms, (worker - model) * ms, server.ours * ms,
               server.shared * ms, server.total * ms, redis_seconds * ms]  # fmt: skip
     return Row(count, accepted, round(seconds, 2), round(accepted / seconds, 1),
-               *(round(v, 4) for v in values), failed,
+               *(round(v, 4) for v in values), round(waits.share, 3), failed,
                round(max(load, os.getloadavg()[0]), 2))  # fmt: skip
 
 
@@ -212,7 +241,7 @@ def ceiling(r: Row, gpu_rates: list[float]) -> list[str]:
     below a tick over the whole run reads as zero, so run enough documents)."""
 
     def rate(ms: float) -> str:
-        return f"{1000 / ms:,.0f}" if ms > 0 else "unmeasured (below a tick)"
+        return f"{1000 / ms:,.0f}" if ms > 0 else "unmeasured (run more documents)"
 
     pg = r.postgres_ms + r.postgres_shared_ms
     lines = [
@@ -234,9 +263,12 @@ def ceiling(r: Row, gpu_rates: list[float]) -> list[str]:
 
 
 def show(rows: list[Row]) -> None:
-    table = Table(title="orchestration ceiling: CPU ms per document")
-    for column in ("workers", "docs", "s", "docs/s", "producer", "(marginal)", "workers",
-                   "model", "(wall)", "non-model", "PG ours", "PG bg", "PG server", "Redis",
+    table = Table(
+        title="orchestration ceiling: CPU ms per document (PG db: this database's "
+        "backends, bg: background, all: the whole server; locks: backends waiting)"
+    )
+    for column in ("workers", "docs", "s", "docs/s", "producer", "(marg.)", "workers",
+                   "model", "(wall)", "non-model", "PG db", "PG bg", "PG all", "Redis", "locks",
                    "failed", "load"):  # fmt: skip
         table.add_column(column, justify="right")
     for r in rows:
@@ -244,8 +276,8 @@ def show(rows: list[Row]) -> None:
                  r.model_wall_ms, r.nonmodel_ms,
                  r.postgres_ms, r.postgres_shared_ms, r.postgres_server_ms, r.redis_ms)  # fmt: skip
         table.add_row(str(r.workers), str(r.documents), f"{r.seconds:.1f}",
-                      f"{r.docs_per_second:.1f}", *(f"{v:.3f}" for v in costs), str(r.failed),
-                      f"{r.load_average:.1f}")  # fmt: skip
+                      f"{r.docs_per_second:.1f}", *(f"{v:.3f}" for v in costs),
+                      f"{r.lock_waits:.0%}", str(r.failed), f"{r.load_average:.1f}")  # fmt: skip
     console.print(table)
 
 
@@ -269,10 +301,11 @@ def main(
     gpu_rate: str = typer.Option("59.7,82.6", help="GPU docs/s per worker, comma-separated."),
     timeout: float = typer.Option(1800, help="Seconds to wait for one timed batch."),
     profile: Path | None = typer.Option(None, help="Also profile one solo worker into FILE."),
+    fresh: bool = typer.Option(False, help="Drop and recreate the database first."),
 ) -> None:
     import redis
 
-    ensure_database(url, fresh=False)
+    ensure_database(url, fresh)
     migrate(url)
     redis.Redis.from_url(broker).flushdb()
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"

@@ -45,10 +45,13 @@ def model_wall_seconds(url: str, batch: str) -> float:
     return total
 
 
-def model_cpu_seconds(model: Path, path: Path, methods: list[str], chunk: int) -> float:
+def model_cpu_seconds(
+    model: Path, path: Path, methods: list[str], chunk: int, passes: int = 2
+) -> float:
     """The same stages in CPU time: the file's documents explained here, on one thread,
     in chunks of similar length as the producer sends them, with the calls the rows time
-    (``Classifier.predict``, each method's ``attribute``) timed by the process's CPU clock."""
+    (``Classifier.predict``, each method's ``attribute``) timed by the process's CPU clock;
+    the least of ``passes`` passes (other load on the machine only ever adds to it)."""
     import torch
 
     from workers.engine import Classifier, explain
@@ -74,10 +77,13 @@ def model_cpu_seconds(model: Path, path: Path, methods: list[str], chunk: int) -
         for name in methods:
             METHODS[name].attribute = timed(originals[name])
         explain(classifier, texts[:chunk], methods, quality=False)  # warm-up, not counted
-        spent[0] = 0.0
-        for start in range(0, len(texts), chunk):
-            explain(classifier, texts[start : start + chunk], methods, quality=False)
+        least = float("inf")
+        for _ in range(passes):
+            spent[0] = 0.0
+            for start in range(0, len(texts), chunk):
+                explain(classifier, texts[start : start + chunk], methods, quality=False)
+            least = min(least, spent[0])
     finally:
         for name in methods:
             METHODS[name].attribute = originals[name]
-    return spent[0]
+    return least
