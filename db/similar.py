@@ -20,15 +20,20 @@ Cosine similarity of the pooled vectors, scored with numpy from the stored float
   built or kept up by the query itself when needed (``vector_index.maintain``), or ahead
   of time by ``results index``.
 
+On PostgreSQL a list's vectors cross as one row (``_packed_lists``: ids, the vectors
+concatenated, norms), not a row each: at 1,000,000 vectors a query reads about 20,000
+of them, and the client's cost per row was most of the time.
+
 pgvector is not available on these machines, and no path uses it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import LargeBinary, Select, case, select, type_coerce
+from sqlalchemy import LargeBinary, Select, case, func, literal, select, type_coerce
 from sqlalchemy.orm import Session
 
 from db import kmeans, vector_fetch, vector_index
@@ -98,7 +103,21 @@ class TopK:
             return len(blobs)
         matrix, kept = kmeans.as_matrix(blobs, len(self.query))
         ids = np.asarray(all_ids, dtype=np.int64)[kept]
-        norms = np.asarray(all_norms, dtype=np.float64)[kept] * self.norm
+        self._keep(ids, matrix, np.asarray(all_norms, dtype=np.float64)[kept])
+        return len(blobs)
+
+    def add_packed(self, ids: Sequence[int], joined: bytes, norms: Sequence[float]) -> int:
+        """Scores vectors given as one buffer (``ids[i]``'s vector at ``i``, all of the
+        query's length, as ``_packed_lists`` returns them). Returns how many."""
+        if not ids:
+            return 0
+        matrix = np.frombuffer(joined, dtype=kmeans.DTYPE).reshape(len(ids), len(self.query))
+        matrix = matrix.astype(np.float32, copy=False)
+        self._keep(np.asarray(ids, dtype=np.int64), matrix, np.asarray(norms, dtype=np.float64))
+        return len(ids)
+
+    def _keep(self, ids: np.ndarray, matrix: np.ndarray, norms: np.ndarray) -> None:
+        norms = norms * self.norm
         scores = (matrix @ self.query).astype(np.float64) / np.where(norms > 0, norms, 1.0)
         if len(scores) > self.keep:  # the best keep, and any tied with the last of them
             cut = -np.partition(-scores, self.keep - 1)[self.keep - 1]
@@ -106,7 +125,6 @@ class TopK:
         ids, scores = np.concatenate([self.ids, ids]), np.concatenate([self.scores, scores])
         best = np.lexsort((ids, -scores))[: self.keep]
         self.ids, self.scores = ids[best], scores[best]
-        return len(blobs)
 
     def ranked(self) -> list[tuple[int, float]]:
         return list(zip(self.ids.tolist(), self.scores.tolist(), strict=True))
@@ -167,14 +185,41 @@ def _search_lists(
     order = kmeans.probe_order(index, top.query)
     unlisted = vector_fetch.fetch(session, candidates.where(Representation.list_id.is_(None)))
     passed = top.add(unlisted)
+    packed = session.get_bind().dialect.name == "postgresql"
     taken, step = 0, kmeans.probes(index.lists)
     while taken < len(order) and (not taken or passed < top.keep):
         for chunk in vector_fetch.in_slices(order[taken : taken + step]):
-            rows = vector_fetch.fetch(session, candidates.where(Representation.list_id.in_(chunk)))
-            passed += top.add(rows)
+            if packed:
+                for ids, joined, norms in _packed_lists(session, candidates, chunk, len(top.query)):
+                    passed += top.add_packed(ids, joined, norms)
+            else:
+                lists = candidates.where(Representation.list_id.in_(chunk))
+                passed += top.add(vector_fetch.fetch(session, lists))
         taken += len(order[taken : taken + step])
         step = taken
     return taken
+
+
+def _packed_lists(
+    session: Session, lists: Select[Any], chunk: list[int], dim: int
+) -> Iterator[tuple[list[int], bytes, list[float]]]:
+    """The rows of each list of ``chunk`` that passed the filters, one list at a time and
+    in one row on PostgreSQL: the ids, the vectors concatenated in one buffer, the norms.
+    A list of 1,000 vectors crosses as one value instead of 1,000 rows (the client's
+    per-row cost was two thirds of a query); one list per statement, so that no sort
+    spills and no value nears bytea's 1 GB. Aggregates of one query see the rows in the
+    same order. Vectors of another length are left out, as ``kmeans.as_matrix`` does."""
+    for list_id in chunk:
+        rows = lists.where(Representation.list_id == list_id).subquery()
+        document_id, vector, norm = rows.c
+        passed = vector.is_not(None) & (func.octet_length(vector) == 4 * dim)
+        packed = select(
+            func.array_agg(document_id).filter(passed),
+            func.string_agg(vector, literal(b"", LargeBinary)).filter(passed),
+            func.array_agg(norm).filter(passed),
+        )
+        for ids, joined, norms in vector_fetch.fetch(session, packed):
+            yield ids or [], bytes(joined or b""), norms or []
 
 
 class OwnVector(NamedTuple):

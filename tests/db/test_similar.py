@@ -20,7 +20,7 @@ from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
 
 from contract.settings import get_settings
-from db import kmeans, similar, vector_index
+from db import kmeans, similar, vector_fetch, vector_index
 from db.models import Batch, Document, Representation, Status, VectorList
 from db.records import RepresentationRecord
 from db.session import migrate, session_scope
@@ -254,6 +254,27 @@ def test_a_reader_sees_a_rebuilt_index_not_its_cached_centroids(corpus):
     with session_scope(corpus.url) as session:
         restored = vector_index.load(session, corpus.model_id)
     assert restored.lists == before.lists and np.array_equal(restored.centroids, before.centroids)
+
+
+def test_lists_read_packed_on_postgresql_hold_the_rows_read_one_by_one(corpus):
+    """PostgreSQL sends each list as one row (ids, vectors in one buffer, norms): the
+    same vectors as the rows, with and without a batch filter."""
+    if not corpus.url.startswith("postgresql"):
+        pytest.skip("the packed read is PostgreSQL's")
+    dim = corpus.vectors.shape[1]
+    with session_scope(corpus.url) as session:
+        for batch in (None, corpus.small):
+            candidates = similar._candidates(corpus.model_id, -1, batch, listed=True)
+            for list_id in (0, 7):
+                one = candidates.where(Representation.list_id == list_id)
+                rows = [r for r in vector_fetch.fetch(session, one) if r[1] is not None]
+                ((ids, joined, norms),) = similar._packed_lists(session, candidates, [list_id], dim)
+                assert rows and sorted(ids) == sorted(r[0] for r in rows)
+                by_id = {r[0]: (bytes(r[1]), r[2]) for r in rows}
+                width = 4 * dim
+                for i, doc_id in enumerate(ids):
+                    assert joined[i * width : (i + 1) * width] == by_id[doc_id][0]
+                    assert norms[i] == by_id[doc_id][1]
 
 
 def test_vectors_are_read_as_bytes(tmp_path: Path):
