@@ -172,8 +172,13 @@ def _json_upsert(table_name: str, names: tuple[str, ...], keys: tuple[str, ...])
 
 def _defaults(table: type[Any], sums: Mapping[str, float]) -> dict[str, float]:
     """Every counted column of ``table``, 0 where this write adds nothing to it."""
+    return {name: sums.get(name, 0) for name in _counted(table)}
+
+
+@cache
+def _counted(table: type[Any]) -> tuple[str, ...]:
     keys = {column.name for column in table.__table__.primary_key.columns}
-    return {c.name: sums.get(c.name, 0) for c in table.__table__.columns if c.name not in keys}
+    return tuple(c.name for c in table.__table__.columns if c.name not in keys)
 
 
 def rebuild(bind: Session | Connection, explanations: TableClause | None = None) -> None:

@@ -63,6 +63,11 @@ def canonical(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(key): canonical(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
+        kinds = set(map(type, value))
+        if kinds <= {float}:  # scores, probabilities: the bulk of a row, without recursion
+            return [0.0 if item == 0 else item for item in value]
+        if kinds <= {str} or (kinds <= {int} and all(abs(i) < _EXACT_FLOATS for i in value)):
+            return list(value)
         return [canonical(item) for item in value]
     raise TypeError(f"not JSON: {type(value).__name__}")
 
