@@ -50,9 +50,10 @@ def count(
     quality: dict[Key, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     pairs: dict[Key, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
     for record in explanations:
+        words = _word_scores(record, texts.get(record.document_id))  # once for both scopes
         for scope in _scopes(batches.get(record.document_id)):
             head = (scope, record.model_id, record.method)
-            _add_tokens(tokens, (*head, record.label), record, texts.get(record.document_id))
+            _add_tokens(tokens, (*head, record.label), words)
             _add_quality(quality[head], record.quality)
     for agreement in agreements:
         if agreement.spearman is None or not math.isfinite(agreement.spearman):
@@ -77,15 +78,17 @@ def _scopes(batch_id: str | None) -> list[str]:
     return [ALL_BATCHES] if batch_id is None else [batch_id, ALL_BATCHES]
 
 
-def _add_tokens(
-    totals: dict[Key, list[float]], head: Key, record: ExplanationRecord, text: str | None
-) -> None:
-    # the scores as stored (float32), so that the sums equal a recomputation from the rows
+def _word_scores(record: ExplanationRecord, text: str | None) -> list[tuple[str, float]]:
+    """(counted word, score) of a row's words, its scores as stored (float32), so that
+    the sums equal a recomputation from the rows."""
     scores = unpack(pack(record.attributions, "f"), "f")
     words = merge_wordpieces(record.tokens, scores, record.offsets, record.words, text)
+    return [(word_key(word), score) for word, score in words]
+
+
+def _add_tokens(totals: dict[Key, list[float]], head: Key, words: list[tuple[str, float]]) -> None:
     seen = set()
-    for word, score in words:
-        key = word_key(word)
+    for key, score in words:
         sums = totals[(*head, key)]
         sums[0] += score
         sums[1] += 1
