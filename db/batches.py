@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +11,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Batch, Document, Rejection, Status
+from db.writes import dialect_insert
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,15 @@ def register_batch(
     methods: Sequence[str],
     params: dict[str, Any],
     verdicts: Iterable[NewDocument | RejectedLine],
+    on_duplicate: Callable[[RejectedLine], None] | None = None,
 ) -> tuple[str, int, int]:
     """Registers a batch whose documents and rejected lines stream in (a million-line
     file in constant memory): inserted a page at a time, all in the caller's one
-    transaction, so a batch is registered whole or not at all. Returns the batch id and
-    the accepted and rejected counts; ``pending_lengths`` streams them back to enqueue."""
+    transaction, so a batch is registered whole or not at all. A document whose id the
+    batch already holds is rejected here, by the unique index, naming the first line
+    (``on_duplicate`` hears each, a page after it was read): no table of every id seen
+    grows in memory. Returns the batch id and the accepted and rejected counts;
+    ``pending_lengths`` streams them back to enqueue."""
     batch_id = str(uuid.uuid4())
     session.add(Batch(id=batch_id, source=source, model=model, methods=list(methods),
                       params=params, submitted=0, rejected=0))  # fmt: skip
@@ -88,29 +93,62 @@ def register_batch(
     accepted = rejected = 0
     documents: list[dict[str, Any]] = []
     rejections: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        nonlocal accepted, rejected
+        duplicates = _insert_documents(session, batch_id, documents)
+        for duplicate in duplicates:
+            rejections.append({"batch_id": batch_id, **vars(duplicate)})
+            if on_duplicate:
+                on_duplicate(duplicate)
+        accepted += len(documents) - len(duplicates)
+        rejected += len(rejections)
+        if rejections:
+            session.execute(insert(Rejection), rejections)
+        documents.clear()
+        rejections.clear()
+
     for verdict in verdicts:
         pending = documents if isinstance(verdict, NewDocument) else rejections
         pending.append({"batch_id": batch_id, **vars(verdict)})
         if len(documents) + len(rejections) >= PAGE:
-            accepted, rejected = accepted + len(documents), rejected + len(rejections)
-            _insert_page(session, documents, rejections)
-    accepted, rejected = accepted + len(documents), rejected + len(rejections)
-    _insert_page(session, documents, rejections)
+            flush()
+    flush()
     session.execute(
         update(Batch).where(Batch.id == batch_id).values(submitted=accepted, rejected=rejected)
     )
     return batch_id, accepted, rejected
 
 
-def _insert_page(
-    session: Session, documents: list[dict[str, Any]], rejections: list[dict[str, Any]]
-) -> None:
-    if documents:
-        session.execute(insert(Document), documents)
-    if rejections:
-        session.execute(insert(Rejection), rejections)
-    documents.clear()
-    rejections.clear()
+def _insert_documents(
+    session: Session, batch_id: str, documents: list[dict[str, Any]]
+) -> list[RejectedLine]:
+    """Inserts a page of documents in line order, each id once per batch; returns the
+    lines whose id was taken (earlier in the page or in an earlier one), as rejections
+    naming the line that has it."""
+    if not documents:
+        return []
+    table = Document.__table__
+    statement = (
+        dialect_insert(session)(table)
+        .on_conflict_do_nothing(index_elements=["batch_id", "external_id"])
+        .returning(table.c.line)
+    )
+    inserted = set(session.scalars(statement, documents))
+    taken = [d for d in documents if d["line"] not in inserted]
+    if not taken:
+        return []
+    first = dict(session.execute(
+        select(Document.external_id, Document.line).where(
+            Document.batch_id == batch_id,
+            Document.external_id.in_({d["external_id"] for d in taken}),
+        )
+    ).all())  # fmt: skip
+    return [
+        RejectedLine(d["line"], "id", f"duplicate id {eid!r} (first on line {first[eid]})")
+        for d in taken
+        for eid in [d["external_id"]]
+    ]
 
 
 def pending_lengths(session: Session, batch_id: str) -> Iterator[tuple[int, int]]:
@@ -123,7 +161,7 @@ def pending_lengths(session: Session, batch_id: str) -> Iterator[tuple[int, int]
         .order_by(length, Document.id)
         .execution_options(yield_per=10_000)
     )
-    yield from session.execute(query).tuples()
+    yield from session.execute(query)
 
 
 def status_counts(session: Session, batch_id: str) -> dict[Status, int]:

@@ -63,7 +63,7 @@ def row_models(session: Session, ids: Sequence[int]) -> dict[int, str]:
             .join(Batch, Batch.id == Explanation.batch_id)
             .where(Explanation.id.in_(ids[start : start + READ_CHUNK]))
         )
-        out.update(session.execute(query).tuples().all())
+        out.update(session.execute(query).all())
     return out
 
 

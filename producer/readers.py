@@ -266,11 +266,12 @@ def _is_unicode(text: str) -> bool:
 
 
 class _Validator:
-    """Checks that hold for every format: text present and within limits, ids unique."""
+    """Checks that hold for every format: text present and within limits. Ids unique
+    within a batch are the database's check (``db.batches.register_batch``): a table of
+    every id seen here would grow with the file."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self.seen: dict[str, int] = {}
 
     def check(self, line: int, doc_id: Any, text: Any, meta: dict[str, Any]) -> Record | Rejected:
         if text is None or (isinstance(text, str) and not text.strip()):
@@ -297,10 +298,6 @@ class _Validator:
             return Rejected(line, "id", "contains a NUL byte")
         if not external_id.strip() or len(external_id) > 512:
             return Rejected(line, "id", "must be 1 to 512 characters")
-        if external_id in self.seen:
-            return Rejected(
-                line, "id", f"duplicate id {external_id!r} (first on line {self.seen[external_id]})"
-            )
         meta_json = json.dumps(meta, ensure_ascii=False)
         if not _is_unicode(external_id + meta_json):
             return Rejected(line, "metadata", "invalid Unicode (a lone surrogate escape)")
@@ -309,5 +306,4 @@ class _Validator:
             return Rejected(
                 line, "metadata", f"{meta_size} bytes, over the limit of {self.max_bytes}"
             )
-        self.seen[external_id] = line
         return Record(line=line, external_id=external_id, text=text, meta=meta)

@@ -142,17 +142,24 @@ def submit(
                 tally.add(item)
                 yield NewDocument(item.external_id, item.line, item.text, item.meta)
 
+    def duplicate(line: RejectedLine) -> None:  # found by the database, a page later
+        item = Rejected(line.line, line.field, line.reason)
+        rejected.append(item)
+        if on_rejected:
+            on_rejected(item)
+
     model = model or settings.model
     with session_scope(settings.sqlalchemy_url) as session:
         batch_id, accepted, _ = register_batch(
-            session, source=str(path.resolve()), model=model,
-            methods=methods, params=params, verdicts=verdicts(),
+            session, source=str(path.resolve()), model=model, methods=methods,
+            params=params, verdicts=verdicts(), on_duplicate=duplicate,
         )  # fmt: skip
         if not accepted:
             raise NothingAccepted(path, rejected)  # and the batch is rolled back
     note = tally.note(methods)
     if note and announce:
         announce(note)
+    rejected.sort(key=lambda item: item.line)  # the database's duplicates came a page late
     registered = Submission(batch_id, accepted, rejected, chunks=0, cost_note=note)
     try:
         with session_scope(settings.sqlalchemy_url) as session:

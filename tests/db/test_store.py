@@ -14,7 +14,15 @@ from sqlalchemy import func, select, update
 
 from contract.cost import batch_cost
 from contract.settings import Settings
-from db.models import Agreement, Batch, Document, Explanation, Representation, Status
+from db.models import (
+    Agreement,
+    Batch,
+    Document,
+    Explanation,
+    Rejection,
+    Representation,
+    Status,
+)
 from db.ownership import claim, fail, finish, hand_over, owned_running
 from db.records import AgreementRecord, ExplanationRecord, RepresentationRecord
 from db.session import migrate, session_scope
@@ -182,6 +190,37 @@ def test_the_sweeper_cuts_re_sent_chunks_by_cost_as_submit_does(fresh_database_u
     assert [long_id] in chunks
     assert sorted(i for chunk in chunks for i in chunk) == sorted(d.id for d in docs)
     assert len(by_count) == 1 and long_id in by_count[0]
+
+
+def test_a_repeated_id_is_rejected_by_the_database_naming_the_first_line(
+    fresh_database_url, monkeypatch
+):
+    """Within a page and across pages (of 3 here): the first line keeps the id, the
+    later ones become rejections that name it, and the counts say so."""
+    from db import batches
+
+    monkeypatch.setattr(batches, "PAGE", 3)
+    migrate(fresh_database_url)
+    ids = ["a", "b", "a", "c", "d", "b", "e", "a"]  # lines 1..8
+    verdicts = [batches.NewDocument(i, n, f"text {n}", {}) for n, i in enumerate(ids, 1)]
+    heard = []
+    with session_scope(fresh_database_url) as session:
+        batch_id, accepted, rejected = batches.register_batch(
+            session, source="s", model="m", methods=["lig"], params={},
+            verdicts=verdicts, on_duplicate=heard.append,
+        )  # fmt: skip
+    assert (accepted, rejected) == (5, 3)
+    assert [(r.line, r.field, r.reason) for r in heard] == [
+        (3, "id", "duplicate id 'a' (first on line 1)"),
+        (6, "id", "duplicate id 'b' (first on line 2)"),
+        (8, "id", "duplicate id 'a' (first on line 1)"),
+    ]
+    with session_scope(fresh_database_url) as session:
+        kept = session.execute(select(Document.external_id, Document.line)).all()
+        stored = session.scalars(select(Rejection.line).order_by(Rejection.line)).all()
+        batch = session.get(Batch, batch_id)
+        assert sorted(kept) == [("a", 1), ("b", 2), ("c", 4), ("d", 5), ("e", 7)]
+        assert stored == [3, 6, 8] and (batch.submitted, batch.rejected) == (5, 3)
 
 
 def test_of_two_tasks_claiming_the_same_documents_at_once_one_gets_each(fresh_database_url):

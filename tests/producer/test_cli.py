@@ -346,31 +346,38 @@ def test_a_long_expensive_document_gets_a_chunk_of_its_own_and_a_note(
 def test_a_file_longer_than_a_page_streams_in_whole_and_is_sent_once(
     producer, env, write, broker_url
 ):
-    """12,000 lines (over two pages of inserts), a bad line in each page: every good
-    line registered once, every bad one rejected as it was read, each document sent in
-    exactly one chunk, and `producer status` counts them all."""
+    """12,000 lines (over two pages of inserts), a bad line in each page and ids used
+    twice (within a page and across pages, caught by the database, not a table of every
+    id in memory): every good line registered once, every bad one rejected (duplicates
+    naming the first line), each document sent in exactly one chunk, and `producer
+    status` counts them all."""
     queue = f"test-stream-{uuid.uuid4().hex[:8]}"
     env(broker_url=broker_url, queue=queue)
     bad = {7, 5_003, 11_999}
+    again = {9: 8, 11_000: 3}  # line -> the earlier line whose id it repeats
     lines = [
-        "{not json" if n in bad else json.dumps({"id": n, "text": f"review {n}"})
+        "{not json" if n in bad else json.dumps({"id": again.get(n, n), "text": f"review {n}"})
         for n in range(1, 12_001)
     ]
     path = write("big.jsonl", "\n".join(lines) + "\n")
+    refused = bad | set(again)
     try:
         result = submit(path, "--json")
         assert result.exit_code == EXIT_REJECTED, result.output
         summary = json.loads(result.stdout)
-        assert summary["accepted"] == 12_000 - len(bad)
-        assert [r["line"] for r in summary["rejected"]] == sorted(bad)
+        assert summary["accepted"] == 12_000 - len(refused)
+        assert [r["line"] for r in summary["rejected"]] == sorted(refused)
+        for line, first in again.items():
+            (reason,) = [r["reason"] for r in summary["rejected"] if r["line"] == line]
+            assert reason == f"duplicate id '{first}' (first on line {first})"
         printed = [line for line in result.stderr.splitlines() if line.startswith("rejected")]
-        assert [line.split(":")[1] for line in printed] == [str(n) for n in sorted(bad)]
+        assert sorted(int(line.split(":")[1]) for line in printed) == sorted(refused)
         (batch,) = producer.batches()
-        assert (batch.submitted, batch.rejected) == (12_000 - len(bad), len(bad))
+        assert (batch.submitted, batch.rejected) == (12_000 - len(refused), len(refused))
         with session_scope(producer.url) as session:
             ids = set(session.scalars(select(Document.id).where(Document.batch_id == batch.id)))
             lines_in = set(session.scalars(select(Document.line)))
-        assert lines_in == set(range(1, 12_001)) - bad
+        assert lines_in == set(range(1, 12_001)) - refused
         sent = [doc for chunk in queued_chunks(broker_url, queue) for doc in chunk]
         assert len(sent) == len(ids) and set(sent) == ids  # each once
         assert summary["tasks"] == -(-len(ids) // 16)  # short documents: chunks by count
