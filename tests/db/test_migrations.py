@@ -133,7 +133,7 @@ def test_0005_converts_a_database_written_before_in_place_and_back(fresh_databas
         assert session.scalars(select(Representation.vector)).one() == [3.0, 4.0]
         words = dict(session.execute(
             select(TokenStat.word, TokenStat.total).where(TokenStat.scope == "b")
-        ).tuples().all())  # fmt: skip
+        ).all())  # fmt: skip
         assert words == {"good": 0.5, "film": -0.25}
         (stat,) = session.scalars(select(QualityStat).where(QualityStat.scope == "*"))
         assert (stat.rows, stat.comp_sum, stat.beats_comp, stat.beats_suff) == (1, 0.4, 1, 1)
