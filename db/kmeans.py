@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from db.vector_index import Index
+    from db.vector_centroids import Index
 
 MAX_LISTS = 4_096
 TRAIN_SAMPLE = 50_000  # vectors the centroids are trained on, at most

@@ -36,7 +36,7 @@ import numpy as np
 from sqlalchemy import LargeBinary, Select, case, func, literal, select, type_coerce
 from sqlalchemy.orm import Session
 
-from db import kmeans, vector_fetch, vector_index
+from db import kmeans, vector_centroids, vector_fetch, vector_index
 from db.models import Document, Explanation, Model, Representation
 
 BLOCK = 5_000  # vectors scored per numpy call (and fetched per round trip)
@@ -156,18 +156,18 @@ def _candidates(model_id: int, document_id: int, batch: str | None, *, listed: b
 
 def _index_for(
     session: Session, model_id: int, batch: str | None, maintain: bool
-) -> vector_index.Index | None:
+) -> vector_centroids.Index | None:
     """The model's index, when the search is large enough to want one (built or kept up
     first, when ``maintain``); None: scan exactly. A model without an index is scanned
     exactly while it has at most EXACT_BELOW vectors (and gets one past that)."""
     small = vector_index.EXACT_BELOW
-    index = vector_index.load(session, model_id)
+    index = vector_centroids.load(session, model_id)
     if index is None:
         count = vector_index.count_at_most(session, vector_index.model_vectors(model_id), small)
         if count <= small or not maintain:
             return None
     if maintain and vector_index.maintain(session, model_id, index):
-        index = vector_index.load(session, model_id)
+        index = vector_centroids.load(session, model_id)
     if index is not None and batch:
         few = vector_index.EXACT_BATCH_BELOW
         count = vector_index.count_at_most(session, vector_index.batch_documents(batch), few)
@@ -177,7 +177,7 @@ def _index_for(
 
 
 def _search_lists(
-    session: Session, candidates: Select[Any], index: vector_index.Index, top: TopK
+    session: Session, candidates: Select[Any], index: vector_centroids.Index, top: TopK
 ) -> int:
     """Ranks the vectors of the lists nearest the query, and the unindexed ones, into
     ``top``: the first ``probes`` lists, then twice as many as read so far while fewer

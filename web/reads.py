@@ -12,7 +12,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import batches as db_batches
-from db import export, listing, model_usage, quality, queries, similar, vector_index
+from db import (
+    export,
+    listing,
+    model_usage,
+    quality,
+    queries,
+    similar,
+    vector_centroids,
+    vector_index,
+)
 from db.models import Batch, Document, Model, Rejection, Representation, Status
 from web import schemas
 from web.errors import BadRequest, NotFound, missing_is_404
@@ -143,7 +152,7 @@ def _neighbours(
     if not owners:
         return [], "not explained yet"
     model_id, model = owners[0]
-    if vector_index.load(session, model_id) is None:
+    if vector_centroids.load(session, model_id) is None:
         many = vector_index.count_at_most(
             session, vector_index.model_vectors(model_id), vector_index.EXACT_BELOW + 1
         )

@@ -20,7 +20,7 @@ from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
 
 from contract.settings import get_settings
-from db import kmeans, similar, vector_fetch, vector_index
+from db import kmeans, similar, vector_centroids, vector_fetch, vector_index
 from db.models import Batch, Document, Representation, Status, VectorList
 from db.records import RepresentationRecord
 from db.session import migrate, session_scope
@@ -237,22 +237,22 @@ def test_training_is_seeded_and_a_rebuild_moves_nothing(corpus):
 
 
 def test_a_reader_sees_a_rebuilt_index_not_its_cached_centroids(corpus):
-    """``load`` keeps centroids per database and model; a rebuild (here with other
+    """``vector_centroids.load`` keeps centroids per database and model; a rebuild (here with other
     lists, as another process would) is read afresh, and an unchanged index is not."""
     with session_scope(corpus.url) as session:
-        before = vector_index.load(session, corpus.model_id)
-        assert vector_index.load(session, corpus.model_id) is before  # from the cache
+        before = vector_centroids.load(session, corpus.model_id)
+        assert vector_centroids.load(session, corpus.model_id) is before  # from the cache
     try:
         with session_scope(corpus.url) as session:
             vector_index.build(session, corpus.model_id, lists=before.lists // 2)
         with session_scope(corpus.url) as session:
-            after = vector_index.load(session, corpus.model_id)
+            after = vector_centroids.load(session, corpus.model_id)
         assert after.lists == before.lists // 2
     finally:  # the module's corpus as it was
         with session_scope(corpus.url) as session:
             vector_index.build(session, corpus.model_id)
     with session_scope(corpus.url) as session:
-        restored = vector_index.load(session, corpus.model_id)
+        restored = vector_centroids.load(session, corpus.model_id)
     assert restored.lists == before.lists and np.array_equal(restored.centroids, before.centroids)
 
 
