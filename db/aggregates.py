@@ -153,9 +153,10 @@ def _increment(
 
 @cache
 def _json_upsert(table_name: str, names: tuple[str, ...], keys: tuple[str, ...]) -> TextClause:
-    """``INSERT INTO t SELECT ... FROM json_to_recordset(:rows) ON CONFLICT (keys) DO
+    """``INSERT INTO t SELECT ... FROM json_array_elements(:rows) ON CONFLICT (keys) DO
     UPDATE SET c = t.c + excluded.c`` for every counted column; ``:rows`` is a JSON array
-    of rows, each the values of ``names`` in order."""
+    of rows, each the values of ``names`` in order (the array's order: keys sorted, so
+    writers lock rows in one order)."""
     from sqlalchemy.dialects import postgresql
 
     columns = AGGREGATES[table_name].__table__.columns

@@ -144,11 +144,8 @@ def _insert_documents(
             Document.external_id.in_({d["external_id"] for d in taken}),
         )
     ).all())  # fmt: skip
-    return [
-        RejectedLine(d["line"], "id", f"duplicate id {eid!r} (first on line {first[eid]})")
-        for d in taken
-        for eid in [d["external_id"]]
-    ]
+    return [RejectedLine(d["line"], "id", f"duplicate id {d['external_id']!r} "
+                         f"(first on line {first[d['external_id']]})") for d in taken]  # fmt: skip
 
 
 def pending_lengths(session: Session, batch_id: str) -> Iterator[tuple[int, int]]:
