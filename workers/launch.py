@@ -18,6 +18,7 @@ import argparse
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -136,7 +137,8 @@ def main(args: list[str] | None = None) -> int:
     )
     parser.add_argument("--gpus", default="all", help="all, cpu, or indices such as 0,1")
     parser.add_argument("--model", help="the model the workers serve [EXPLAINQ_MODEL]")
-    parser.add_argument("--host", default="%h", help="host part of the node names [%%h]")
+    parser.add_argument("--host", default=socket.gethostname(),
+                        help="host part of the node names [this host's name]")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     ours, _, extra = _split(args)
     options = parser.parse_args(ours)
