@@ -12,8 +12,11 @@ purpose (it sees characters, not tokens) and only compares documents of one batc
   lig 3 x its steps (forward + backward; adaptive: the second level's nodes, where most
   documents stop), saliency and input x gradient 3, attention 1, occlusion one per
   window position (~m: its cost grows with the square of the length), kernel SHAP and
-  LIME one per sample; plus the prediction pass, and faithfulness's ~20 perturbations
-  per method and 10 for the random ranking.
+  LIME one per sample; plus the prediction pass, and faithfulness's perturbations: 10
+  per ranking (the method's, and the random one's), which delete their tokens, so that
+  together they hold about 5 documents' tokens (comprehensiveness keeps 1 - k of the
+  tokens, sufficiency k, over the bins), counted twice for the method's (the short case,
+  where each pass is small, rounded up).
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ if TYPE_CHECKING:
 
 CHARS_PER_TOKEN = 4
 TYPICAL_CHARS = 4 * 126  # a 128-token document: the unit a chunk's budget is counted in
-QUALITY_PASSES = 20  # ERASER's 5 bins x 2 metrics x ~2 (rounded up from the short case)
-RANDOM_PASSES = 10
+QUALITY_PASSES = 10  # ERASER's 5 bins x 2 metrics, each deleting its share: ~5, x 2
+RANDOM_PASSES = 5
 
 
 def estimated_tokens(chars: int) -> int:

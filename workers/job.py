@@ -14,6 +14,7 @@ from contract.caps import as_param, cap_problems, within_caps
 from contract.methods import SPECS, methods_problem, params_problems
 from contract.settings import Settings, quality_label
 from db.models import Batch
+from workers.engine.faithfulness import REMOVAL
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,11 @@ class Job:
 
     def execution(self) -> dict[str, Any]:
         """The settings of the run that change stored numbers (``explanations.execution``)."""
-        return {"max_tokens": self.max_tokens, "window_stride": self.window_stride,
-                "quality": quality_label(self.quality)}  # fmt: skip
+        execution = {"max_tokens": self.max_tokens, "window_stride": self.window_stride,
+                     "quality": quality_label(self.quality)}  # fmt: skip
+        if self.quality:  # how faithfulness removed tokens (rows written before: by [PAD])
+            execution["quality_removal"] = REMOVAL
+        return execution
 
 
 def decode(batch: Batch, settings: Settings) -> Job:

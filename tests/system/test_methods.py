@@ -155,8 +155,10 @@ def test_a_long_document_is_explained_in_windows_covering_every_token(system, wr
         (doc,) = session.scalars(select(Document).where(Document.batch_id == summary["batch_id"]))
         (row,) = doc.explanations
         assert row.windows > 1
-        # how it was cut is recorded, and part of the row's identity (it changes the numbers)
-        assert row.execution == {"max_tokens": 512, "window_stride": 200, "quality": True}
+        # how it was cut is recorded, and part of the row's identity (it changes the
+        # numbers); so is how faithfulness removed tokens
+        assert row.execution == {"max_tokens": 512, "window_stride": 200, "quality": True,
+                                 "quality_removal": "delete"}  # fmt: skip
         assert row.params_key == params_key(
             "saliency", row.params, {"max_tokens": 512, "window_stride": 200}
         )

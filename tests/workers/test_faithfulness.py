@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from workers.engine import Classifier, explain
-from workers.engine.encoding import Tokenized, pad_group, token_ids
+from workers.engine.encoding import token_ids
 from workers.engine.faithfulness import (
     RANDOM,
+    Measured,
     bin_sizes,
     evaluate,
     random_scores,
@@ -76,16 +77,11 @@ def test_the_built_model_is_decided_by_one_token(decided):
 
 
 def test_the_right_explanation_beats_random_and_its_reverse(decided):
-    docs = [Tokenized(ids) for ids in token_ids(decided, TEXTS)]
-    group = pad_group(decided, docs, list(range(len(docs))))
-    scores = {name: torch.zeros(group.input_ids.shape) for name in ("right", "reversed")}
-    for row, doc in enumerate(docs):
-        scores["right"][row, : len(doc.ids)] = torch.tensor(decider_scores(decided, doc.ids))
-        scores["reversed"][row, : len(doc.ids)] = -scores["right"][row, : len(doc.ids)]
-    targets = torch.ones(len(docs), dtype=torch.long)
-    figures = evaluate(
-        decided, group, targets, scores, 16, target_probability(decided, group, targets)
-    )
+    documents = []
+    for ids in token_ids(decided, TEXTS):
+        right = torch.tensor(decider_scores(decided, ids))
+        documents.append(measured(decided, ids, 1, {"right": right, "reversed": -right}))
+    figures = evaluate(decided, documents, 256)
     for row in (0, 2):  # "terrible" among many tokens
         right, reverse = figures[row]["right"], figures[row]["reversed"]
         assert right["comprehensiveness"] > 0.8  # p(positive) falls from ~1 to ~0.12
@@ -103,86 +99,112 @@ def test_the_right_explanation_beats_random_and_its_reverse(decided):
     )
 
 
-def target_probability(classifier: Classifier, group, targets: torch.Tensor) -> torch.Tensor:
+def target_probability(classifier: Classifier, ids: list[int], target: int) -> float:
+    """p(target) of one document, alone in its pass."""
+    batch = torch.tensor([ids])
     with torch.inference_mode():
-        logits = classifier.forward(group.input_ids, group.attention_mask, group.token_type_ids)
-    return torch.softmax(logits.float(), -1)[torch.arange(len(targets)), targets]
+        logits = classifier.forward(batch, torch.ones_like(batch))
+    return float(torch.softmax(logits.float(), -1)[0, target])
 
 
-def one_by_one(classifier: Classifier, group, targets, scores) -> dict[int, dict]:
-    """ERASER's AOPC computed the plain way: every bin of every ranking, one forward
-    pass each, nothing shared; the reference for ``evaluate``."""
-    full = target_probability(classifier, group, targets)
-    pad = classifier.tokenizer.pad_token_id
-    rankings = {**scores, RANDOM: None}
-    out: dict[int, dict] = {}
-    for row, length in enumerate(group.lengths):
-        content = list(range(1, length - 1))
-        figures = {}
-        for name in rankings:
-            ranking = random_scores(group.input_ids[row, :length].tolist()) if name == RANDOM else (
-                scores[name][row])  # fmt: skip
-            order = sorted(content, key=lambda p: (-float(ranking[p]), p))
-            for metric in ("comprehensiveness", "sufficiency"):
-                drops = []
-                for size in bin_sizes(len(content)):
-                    top = set(order[:size])
-                    gone = top if metric == "comprehensiveness" else set(content) - top
-                    ids = group.input_ids[row : row + 1].clone()
-                    ids[0, sorted(gone)] = pad
-                    with torch.inference_mode():
-                        logits = classifier.forward(ids, group.attention_mask[row : row + 1], None)
-                    p = torch.softmax(logits.float(), -1)[0, targets[row]]
-                    drops.append(float(full[row] - p))
-                figures[(name, metric)] = sum(drops) / len(drops)
-        out[row] = figures
-    return out
+def measured(classifier: Classifier, ids: list[int], target: int, scores) -> Measured:
+    return Measured(ids, target, target_probability(classifier, ids, target), scores)
+
+
+def one_by_one(classifier: Classifier, document: Measured) -> dict[tuple[str, str], float]:
+    """ERASER's AOPC computed the plain way: every bin of every ranking deletes its
+    tokens from the document and runs alone, nothing shared; the reference for
+    ``evaluate``."""
+    rankings = {**document.scores, RANDOM: random_scores(document.ids)}
+    content = list(range(1, len(document.ids) - 1))
+    figures = {}
+    for name, ranking in rankings.items():
+        order = sorted(content, key=lambda p: (-float(ranking[p]), p))
+        for metric in ("comprehensiveness", "sufficiency"):
+            drops = []
+            for size in bin_sizes(len(content)):
+                top = set(order[:size])
+                gone = top if metric == "comprehensiveness" else set(content) - top
+                ids = [i for p, i in enumerate(document.ids) if p not in gone]
+                p = target_probability(classifier, ids, document.target)
+                drops.append(document.full - p)
+            figures[(name, metric)] = sum(drops) / len(drops)
+    return figures
 
 
 def test_shared_perturbations_give_the_plain_figures(classifier):
-    """Bins that round to the same tokens, and the prediction pass's probability, are
-    shared; the figures stay those of one pass per bin. Tolerance: a probability from
-    a differently shaped batch differs in float32 rounding (~1e-7 each, averaged)."""
+    """Bins that round to the same tokens, the prediction pass's probability, and passes
+    of several documents' perturbations of unequal lengths (padded, a pass budget of 64
+    tokens forcing several) are shared; the figures stay those of one unpadded pass per
+    bin. Tolerance: a probability from a differently shaped batch differs in float32
+    rounding (~1e-7 each, averaged)."""
     texts = ["a good film", "the plot is thin but the acting is fine and the music is great"]
-    docs = [Tokenized(ids) for ids in token_ids(classifier, texts)]
-    group = pad_group(classifier, docs, list(range(len(docs))))
     generator = torch.Generator().manual_seed(0)
-    scores = {"a": torch.randn(group.input_ids.shape, generator=generator)}
-    targets = torch.tensor([0, 1])
-    full = target_probability(classifier, group, targets)
-    shared = evaluate(classifier, group, targets, scores, 7, full)
-    reference = one_by_one(classifier, group, targets, scores)
-    for row in range(len(texts)):
+    documents = [
+        measured(classifier, ids, target, {"a": torch.randn(len(ids), generator=generator)})
+        for ids, target in zip(token_ids(classifier, texts), (0, 1), strict=True)
+    ]
+    shared = evaluate(classifier, documents, 64)
+    for document, figures in zip(documents, shared, strict=True):
+        reference = one_by_one(classifier, document)
         for metric in ("comprehensiveness", "sufficiency"):
-            assert shared[row]["a"][metric] == pytest.approx(
-                reference[row][("a", metric)], abs=1e-5
-            )
-            assert shared[row]["a"][f"random_{metric}"] == pytest.approx(
-                reference[row][(RANDOM, metric)], abs=1e-5)  # fmt: skip
+            assert figures["a"][metric] == pytest.approx(reference[("a", metric)], abs=1e-5)
+            assert figures["a"][f"random_{metric}"] == pytest.approx(
+                reference[(RANDOM, metric)], abs=1e-5)  # fmt: skip
+
+
+def test_a_removed_token_is_deleted_not_replaced(decided):
+    """ERASER's removal, seen in what the passes run: the tokens left close up, and no
+    [PAD] takes a removed token's place."""
+    (ids,) = token_ids(decided, [TEXTS[0]])
+    inputs = []
+    forward = decided.forward
+
+    def recording(input_ids, attention_mask, *args, **kwargs):
+        inputs.extend(
+            row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask, strict=True)
+        )
+        return forward(input_ids, attention_mask, *args, **kwargs)
+
+    decided.forward = recording
+    try:
+        evaluate(
+            decided,
+            [measured(decided, ids, 1, {"a": torch.tensor(decider_scores(decided, ids))})],
+            4096,
+        )
+    finally:
+        del decided.forward
+    decider = decided.tokenizer.convert_tokens_to_ids(DECIDER)
+    assert [*ids[:1], decider, *ids[-1:]] in inputs  # sufficiency of the top token alone
+    assert [i for i in ids if i != decider] in inputs  # its comprehensiveness
+    assert all(decided.tokenizer.pad_token_id not in row for row in inputs)
 
 
 def test_a_short_document_runs_each_distinct_perturbation_once(classifier):
     """A document of 20 content tokens has bins of 1, 1, 2, 4 and 10 tokens: four
     distinct ones per ranking and metric, so 16 rows instead of 20 (and no row for
-    the unperturbed document, which the prediction pass gave)."""
+    the unperturbed document, which the prediction pass gave), each as long as what it
+    keeps: 16 * 2 + (19 + 18 + 16 + 10) * 2 + (1 + 2 + 4 + 10) * 2 = 192 tokens, where
+    replacing by [PAD] would run 16 * 22 = 352."""
     (ids,) = token_ids(classifier, [" ".join(["word"] * 20)])
     assert len(ids) == 22 and bin_sizes(20) == [1, 1, 2, 4, 10]
-    group = pad_group(classifier, [Tokenized(ids)], [0])
-    rows = []
+    rows, tokens = [], []
     forward = classifier.forward
 
-    def counting(ids, *args, **kwargs):
-        rows.append(len(ids))
-        return forward(ids, *args, **kwargs)
+    def counting(input_ids, attention_mask, *args, **kwargs):
+        rows.append(len(input_ids))
+        tokens.append(int(attention_mask.sum()))
+        return forward(input_ids, attention_mask, *args, **kwargs)
 
     classifier.forward = counting
     try:
-        scores = {"a": torch.arange(22, dtype=torch.float32)[None]}
-        targets = torch.tensor([0])
-        evaluate(classifier, group, targets, scores, 64, torch.tensor([0.5]))
+        scores = {"a": torch.arange(22, dtype=torch.float32)}
+        evaluate(classifier, [Measured(ids, 0, 0.5, scores)], 4096)
     finally:
         del classifier.forward
     assert sum(rows) == 16
+    assert sum(tokens) == 192
 
 
 def test_a_sample_of_documents_is_measured_the_same_way_every_time(classifier):
@@ -268,3 +290,14 @@ def test_a_quality_setting_out_of_range_is_refused(monkeypatch, given):
     monkeypatch.setenv("EXPLAINQ_QUALITY", given)
     with pytest.raises(ValidationError, match="true, false or sample:F with 0 < F <= 1"):
         Settings()
+
+
+def test_rows_record_how_faithfulness_removed_tokens():
+    from dataclasses import replace
+
+    from workers.job import Job
+
+    job = Job("batch", "model", ["lig"], {}, 512, None, quality=True)
+    assert job.execution()["quality_removal"] == "delete"
+    assert replace(job, quality=0.1).execution()["quality_removal"] == "delete"
+    assert "quality_removal" not in replace(job, quality=False).execution()  # nothing removed

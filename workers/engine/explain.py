@@ -14,6 +14,7 @@ from workers.engine.batching import (
     auto_internal_batch_size,
     docs_per_group,
     free_accelerator_memory,
+    rows_per_pass,
 )
 from workers.engine.classifier import Classifier
 from workers.engine.encoding import Group, Tokenized, encode_texts, length_groups, pad_group
@@ -149,12 +150,56 @@ def _explain_pieces(
         group = pad_group(classifier, pieces, indices)
         rows = options.internal_batch_size or auto_internal_batch_size(classifier, group)
         rows = min(rows, options.max_internal_batch_size or rows)
-        run = _Run(classifier, method_params, forced, measured)
+        run = _Run(classifier, method_params, forced)
         explained_group, retries = _with_oom_backoff(run, group, rows)
         for row, explained in enumerate(explained_group):
             explained.timings["oom_retries"] = retries
             results[indices[row]] = explained
-    return [r for r in results if r is not None]
+    done = [r for r in results if r is not None]
+    _measure_quality(classifier, pieces, done, sorted(measured), options)
+    return done
+
+
+def _measure_quality(
+    classifier: Classifier,
+    pieces: list[Tokenized],
+    results: list[DocumentExplanation],
+    measured: list[int],
+    options: ExecutionOptions,
+) -> None:
+    """Adds the faithfulness of each measured piece's methods to its result. The pieces
+    of every group share the perturbed passes (there are ~16 per document and method,
+    mostly short); on CUDA out-of-memory the passes are halved and tried again."""
+    if not measured:
+        return
+    started = time.perf_counter()
+    documents = [
+        faithfulness.Measured(
+            ids=pieces[p].ids,
+            target=results[p].label_index,
+            full=results[p].confidence,
+            scores={name: torch.tensor(m.attributions) for name, m in results[p].methods.items()},
+        )
+        for p in measured
+    ]
+    widest = max(len(d.ids) for d in documents)
+    rows = options.internal_batch_size or rows_per_pass(classifier, widest)
+    tokens, retries = min(rows, options.max_internal_batch_size or rows) * widest, 0
+    while True:
+        try:
+            figures = faithfulness.evaluate(classifier, documents, tokens)
+            break
+        except torch.OutOfMemoryError:
+            if tokens <= widest:
+                raise
+            retries, tokens = retries + 1, max(widest, tokens // 2)
+            free_accelerator_memory()
+    seconds = (time.perf_counter() - started) / len(measured)
+    for p, per_method in zip(measured, figures, strict=True):
+        for name, quality in per_method.items():
+            results[p].methods[name].quality = quality
+        results[p].timings["quality"] = seconds
+        results[p].timings["oom_retries"] = results[p].timings.get("oom_retries", 0) + retries
 
 
 @dataclass
@@ -164,7 +209,6 @@ class _Run:
     classifier: Classifier
     method_params: dict[str, dict[str, Any]]
     forced: dict[int, int]  # piece -> target label (windows of a long document)
-    measured: set[int]  # the pieces whose faithfulness is measured
 
 
 def _with_oom_backoff(run: _Run, group: Group, rows: int) -> tuple[list[DocumentExplanation], int]:
@@ -247,16 +291,4 @@ def _explain_group(run: _Run, group: Group, internal_batch_size: int) -> list[Do
             if result.fp32 and result.fp32[row]:
                 out[row].timings["fp32_fallback"] = 1  # bf16 could not meet the tolerance
 
-    measured = [row for row, piece in enumerate(group.indices) if piece in run.measured]
-    if measured and scores:
-        started = time.perf_counter()
-        full = probabilities[torch.arange(len(targets), device=targets.device), targets]
-        figures = faithfulness.evaluate(
-            classifier, group, targets, scores, internal_batch_size, full.cpu(), measured
-        )
-        seconds = (time.perf_counter() - started) / len(measured)
-        for row, per_method in figures.items():
-            for name, quality in per_method.items():
-                out[row].methods[name].quality = quality
-            out[row].timings["quality"] = seconds
     return out

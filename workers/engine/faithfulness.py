@@ -7,10 +7,10 @@ Faithfulness (DeYoung et al., 2020), for the target (predicted) label's probabil
 each an AOPC, the mean over k in 1, 5, 10, 20, 50% of the content tokens (at least one
 token per bin; [CLS]/[SEP] are never ranked nor removed). Tokens are ranked by signed
 attribution toward the target, highest first, ties by position. "Removing" a token
-replaces its id by [PAD] and keeps its position and attention (the ``lig`` and
-``occlusion`` baseline, and one tensor shape for every perturbation, so all of them
-batch together). The same two figures for a random ranking of the same document
-(seeded by its token ids: deterministic) are its baseline.
+deletes it from the input, as ERASER and ferret do (``REMOVAL``): the rest close up, so
+a perturbed document is shorter than the document and costs less to run. The same two
+figures for a random ranking of the same document (seeded by its token ids:
+deterministic) are its baseline.
 
 Agreement: Spearman's rank correlation between two methods' scores over a document's
 content tokens.
@@ -20,14 +20,30 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
+from workers.engine.batching import pass_overhead_tokens, passes_by_length
 from workers.engine.classifier import Classifier
-from workers.engine.encoding import Group
+from workers.engine.encoding import Tokenized, pad_group
 
 BINS = (0.01, 0.05, 0.10, 0.20, 0.50)  # ERASER's AOPC thresholds
 RANDOM = "random"
+METRICS = ("comprehensiveness", "sufficiency")
+# How a token is removed, as each row's execution records it. Rows written before it was
+# recorded (2026-12-03) replaced a removed token's id by [PAD] at its position instead.
+REMOVAL = "delete"
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A document (or window) whose faithfulness is measured."""
+
+    ids: list[int]  # its token ids, with [CLS] and [SEP]
+    target: int  # the label its explanations are toward
+    full: float  # p(target) of the document itself, from the prediction pass
+    scores: Mapping[str, torch.Tensor]  # each method's attributions, one per token
 
 
 def bin_sizes(n: int) -> list[int]:
@@ -53,106 +69,84 @@ def random_scores(ids: list[int]) -> torch.Tensor:
 
 
 def evaluate(
-    classifier: Classifier,
-    group: Group,
-    targets: torch.Tensor,
-    scores: Mapping[str, torch.Tensor],
-    rows_per_pass: int,
-    full: torch.Tensor,
-    rows: Sequence[int] | None = None,
-) -> dict[int, dict[str, dict[str, float]]]:
-    """Per document (of ``rows``, all by default), per method in ``scores`` (documents x
-    positions): comprehensiveness, sufficiency and the random ranking's two figures.
+    classifier: Classifier, documents: Sequence[Measured], tokens_per_pass: int
+) -> list[dict[str, dict[str, float]]]:
+    """Per document, per method of its ``scores``: comprehensiveness, sufficiency and the
+    random ranking's two figures.
 
-    ``full`` is p(target) of each unperturbed document, from the prediction pass. Every
-    distinct perturbation of the group runs once, in as few forward passes as
-    ``rows_per_pass`` allows: bins that round to the same number of tokens, and rankings
-    whose top tokens coincide, share their rows (a 20-token document's 1% and 5% bins are
-    both its top token)."""
-    rankings = {**scores, RANDOM: _random(group)}
-    masks: list[torch.Tensor] = []  # each distinct perturbation once
-    docs: list[int] = []  # the document of each mask
-    plan: list[tuple[int, str, str, int]] = []  # (document, ranking, metric, mask) per bin
-    for row in range(len(group.lengths)) if rows is None else rows:
-        seen: dict[bytes, int] = {}
-        for name, metric, mask in _perturbations(group, row, rankings):
-            key = mask.numpy().tobytes()
+    Every distinct perturbation runs once: bins that round to the same number of
+    tokens, and rankings whose top tokens coincide, share it (a 20-token document's 1%
+    and 5% bins are both its top token), and one that removes nothing is the document
+    itself. The perturbed documents of all ``documents`` share forward passes of at most
+    ``tokens_per_pass`` tokens, cut by length (``batching.passes_by_length``)."""
+    pieces: list[Tokenized] = []  # each distinct perturbed document once
+    targets: list[int] = []  # the target of each piece
+    plans = []  # per document: (ranking, metric, piece or None for the document) per bin
+    for document in documents:
+        ids = torch.tensor(document.ids)
+        seen: dict[bytes, int | None] = {}
+        plan = []
+        rankings = {**document.scores, RANDOM: random_scores(document.ids)}
+        for name, metric, kept in _perturbations(len(ids), rankings):
+            key = kept.numpy().tobytes()
             if key not in seen:
-                seen[key] = len(masks)
-                masks.append(mask)
-                docs.append(row)
-            plan.append((row, name, metric, seen[key]))
-    perturbed = _target_probabilities(classifier, group, targets, docs, masks, rows_per_pass)
-    drops: dict[tuple[int, str, str], list[float]] = {}
-    for row, name, metric, mask in plan:
-        drops.setdefault((row, name, metric), []).append(float(full[row] - perturbed[mask]))
-    out = {}
-    for row in sorted({row for row, *_ in plan}):
-        aopc = {key[1:]: sum(v) / len(v) for key, v in drops.items() if key[0] == row}
+                seen[key] = None if len(kept) == len(ids) else len(pieces)
+                if len(kept) < len(ids):
+                    pieces.append(Tokenized(ids[kept].tolist()))
+                    targets.append(document.target)
+            plan.append((name, metric, seen[key]))
+        plans.append(plan)
+    perturbed = _target_probabilities(classifier, pieces, targets, tokens_per_pass)
+    out = []
+    for document, plan in zip(documents, plans, strict=True):
+        drops: dict[tuple[str, str], list[float]] = {}
+        for name, metric, piece in plan:
+            p = document.full if piece is None else float(perturbed[piece])
+            drops.setdefault((name, metric), []).append(document.full - p)
+        aopc = {key: sum(values) / len(values) for key, values in drops.items()}
         baseline = {f"random_{metric}": aopc.get((RANDOM, metric), 0.0) for metric in METRICS}
-        out[row] = {
-            name: {**{m: aopc.get((name, m), 0.0) for m in METRICS}, **baseline} for name in scores
-        }
+        out.append(
+            {
+                name: {**{m: aopc.get((name, m), 0.0) for m in METRICS}, **baseline}
+                for name in document.scores
+            }
+        )
     return out
 
 
 def _perturbations(
-    group: Group, row: int, rankings: Mapping[str, torch.Tensor]
+    length: int, rankings: Mapping[str, torch.Tensor]
 ) -> Iterator[tuple[str, str, torch.Tensor]]:
-    """(ranking name, metric, positions replaced by [PAD]) for every bin of one
-    document: comprehensiveness removes the top tokens, sufficiency all but them."""
-    length = group.lengths[row]
+    """(ranking name, metric, positions kept, in order) for every bin of a document of
+    ``length`` tokens: comprehensiveness removes the top tokens, sufficiency all but
+    them; [CLS] and [SEP] always stay."""
     content = torch.arange(1, length - 1)
+    special = torch.zeros(length, dtype=torch.bool)
+    special[[0, length - 1]] = True
     for name, ranking in rankings.items():
-        order = content[torch.argsort(-ranking[row, 1 : length - 1].cpu(), stable=True)]
+        order = content[torch.argsort(-ranking[1 : length - 1].cpu(), stable=True)]
         for size in bin_sizes(len(content)):
-            top = torch.zeros(group.input_ids.shape[1], dtype=torch.bool)
+            top = torch.zeros(length, dtype=torch.bool)
             top[order[:size]] = True
-            rest = torch.zeros_like(top)
-            rest[content] = True
-            rest[top] = False
-            yield name, "comprehensiveness", top
-            yield name, "sufficiency", rest
-
-
-METRICS = ("comprehensiveness", "sufficiency")
-
-
-def _random(group: Group) -> torch.Tensor:
-    ranking = torch.zeros(group.input_ids.shape, dtype=torch.float32)
-    for row, length in enumerate(group.lengths):
-        ranking[row, :length] = random_scores(group.input_ids[row, :length].tolist())
-    return ranking
+            yield name, "comprehensiveness", torch.nonzero(~top).flatten()
+            yield name, "sufficiency", torch.nonzero(top | special).flatten()
 
 
 def _target_probabilities(
-    classifier: Classifier,
-    group: Group,
-    targets: torch.Tensor,
-    docs: list[int],
-    masks: list[torch.Tensor],
-    rows_per_pass: int,
+    classifier: Classifier, pieces: list[Tokenized], targets: list[int], tokens_per_pass: int
 ) -> torch.Tensor:
-    """p(target) of each perturbation: document ``docs[i]`` with ``masks[i]`` replaced."""
-    if not masks:
-        return torch.zeros(0)
-    device = group.input_ids.device
-    rows_of = torch.tensor(docs, device=device)
-    removed = torch.stack(masks).to(device)
-    pad = classifier.tokenizer.pad_token_id
-    out = []
+    """p(target) of each perturbed document, in passes of at most ``tokens_per_pass``
+    tokens cut by length so that padding and passes cost least together."""
+    out = torch.zeros(len(pieces))
+    lengths = [len(piece.ids) for piece in pieces]
+    overhead = pass_overhead_tokens(classifier)
     with torch.inference_mode():
-        for start in range(0, len(docs), max(1, rows_per_pass)):
-            rows, drop = (
-                rows_of[start : start + rows_per_pass],
-                removed[start : start + rows_per_pass],
-            )
-            ids = torch.where(drop, pad, group.input_ids[rows])
-            types = None if group.token_type_ids is None else group.token_type_ids[rows]
-            logits = classifier.forward(ids, group.attention_mask[rows], types)
-            p = torch.softmax(logits.float(), dim=-1)
-            out.append(p[torch.arange(len(rows), device=device), targets[rows]])
-    return torch.cat(out).cpu()
+        for indices in passes_by_length(lengths, overhead, tokens_per_pass):
+            batch = pad_group(classifier, pieces, indices)
+            logits = classifier.forward(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+            p = torch.softmax(logits.float(), dim=-1).cpu()
+            out[indices] = p[torch.arange(len(indices)), [targets[i] for i in indices]]
+    return out
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float | None:
