@@ -67,11 +67,11 @@ def faithfulness(classifier: Classifier, texts: list[str], methods: list[str]) -
         )
         per_method[method] = {"documents": len(rows), "figures": figures,
                               "beats_random": beats / len(rows)}  # fmt: skip
-    pairs: dict[str, list[float]] = {}
+    pairs: dict[tuple[str, str], list[float]] = {}
     for r in results:
         for pair, rho in r.agreement.items():
             pairs.setdefault(pair, []).append(rho)
-    agreement = {pair: statistics.mean(values) for pair, values in pairs.items()}
+    agreement = {" / ".join(pair): statistics.mean(values) for pair, values in pairs.items()}
     return {"methods": per_method, "agreement": agreement}
 
 
