@@ -81,7 +81,8 @@ def evaluate(
     ``tokens_per_pass`` tokens, cut by length (``batching.passes_by_length``)."""
     pieces: list[Tokenized] = []  # each distinct perturbed document once
     targets: list[int] = []  # the target of each piece
-    plans = []  # per document: (ranking, metric, piece or None for the document) per bin
+    # per document, per bin: (ranking, metric, its piece, or None for the document itself)
+    plans: list[list[tuple[str, str, int | None]]] = []
     for document in documents:
         ids = torch.tensor(document.ids)
         seen: dict[bytes, int | None] = {}
@@ -90,8 +91,9 @@ def evaluate(
         for name, metric, kept in _perturbations(len(ids), rankings):
             key = kept.numpy().tobytes()
             if key not in seen:
-                seen[key] = None if len(kept) == len(ids) else len(pieces)
-                if len(kept) < len(ids):
+                removes = len(kept) < len(ids)
+                seen[key] = len(pieces) if removes else None
+                if removes:
                     pieces.append(Tokenized(ids[kept].tolist()))
                     targets.append(document.target)
             plan.append((name, metric, seen[key]))
