@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -23,6 +23,8 @@ from workers.engine.results import DocumentExplanation, MethodResult, merge_wind
 from workers.engine.windows import mean_logits, split
 
 __all__ = ["DocumentExplanation", "ExecutionOptions", "MethodResult", "explain"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -184,16 +186,10 @@ def _measure_quality(
     ]
     widest = max(len(d.ids) for d in documents)
     rows = options.internal_batch_size or rows_per_pass(classifier, widest)
-    tokens, retries = min(rows, options.max_internal_batch_size or rows) * widest, 0
-    while True:
-        try:
-            figures = faithfulness.evaluate(classifier, documents, tokens)
-            break
-        except torch.OutOfMemoryError:
-            if tokens <= widest:
-                raise
-            retries, tokens = retries + 1, max(widest, tokens // 2)
-            free_accelerator_memory()
+    rows = min(rows, options.max_internal_batch_size or rows)
+    figures, retries = _halving_on_oom(
+        lambda tokens: faithfulness.evaluate(classifier, documents, tokens), rows * widest, widest
+    )
     seconds = (time.perf_counter() - started) / len(measured)
     for p, per_method in zip(measured, figures, strict=True):
         for name, quality in per_method.items():
@@ -212,20 +208,30 @@ class _Run:
 
 
 def _with_oom_backoff(run: _Run, group: Group, rows: int) -> tuple[list[DocumentExplanation], int]:
-    """Runs the group; on CUDA out-of-memory, halves the rows per pass and tries again
-    (a group wider than the rows is split). Returns the results and the retries."""
+    """Runs the group, the rows per pass halved on CUDA out-of-memory (a group wider than
+    the rows is split). Returns the results and the retries."""
+
+    def attempt(rows: int) -> list[DocumentExplanation]:
+        out: list[DocumentExplanation] = []
+        for start in range(0, len(group.indices), rows):
+            part = group.subset(torch.arange(start, min(start + rows, len(group.indices))))
+            out += _explain_group(run, part, rows)
+        return out
+
+    return _halving_on_oom(attempt, rows, 1)
+
+
+def _halving_on_oom(attempt: Callable[[int], T], size: int, smallest: int) -> tuple[T, int]:
+    """``attempt(size)``; on CUDA out-of-memory, the size halved (not below ``smallest``)
+    and tried again. Returns its result and the retries."""
     retries = 0
     while True:
         try:
-            out: list[DocumentExplanation] = []
-            for start in range(0, len(group.indices), rows):
-                part = group.subset(torch.arange(start, min(start + rows, len(group.indices))))
-                out += _explain_group(run, part, rows)
-            return out, retries
+            return attempt(size), retries
         except torch.OutOfMemoryError:
-            if rows == 1:
+            if size <= smallest:
                 raise
-            retries, rows = retries + 1, max(1, rows // 2)
+            retries, size = retries + 1, max(smallest, size // 2)
             free_accelerator_memory()
 
 
